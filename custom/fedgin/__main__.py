@@ -1,0 +1,5 @@
+import sys
+
+from fedgin.cli import main
+
+sys.exit(main())

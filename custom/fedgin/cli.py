@@ -1,0 +1,195 @@
+"""``fedgin``: the command line. Each subcommand is a thin shell over an importable function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
+
+
+def _organs(text: str) -> list[str]:
+    organs = [o.strip() for o in text.split(",") if o.strip()]
+    if not organs:
+        raise argparse.ArgumentTypeError("give at least one organ")
+    return organs
+
+
+def _json_value(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _cmd_phantom(a: argparse.Namespace) -> int:
+    from fedgin.phantom import generate_dataset
+
+    ids = generate_dataset(a.output, a.modality, a.cases, a.seed, mri_sequence=a.sequence,
+                           val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+    print(f"wrote {len(ids)} {a.modality} phantom cases to {a.output}")
+    return 0
+
+
+def _cmd_prepare(a: argparse.Namespace) -> int:
+    from fedgin.data import prepare_site
+
+    path = prepare_site(layout=a.layout, input_dir=a.input, output_dir=a.output, site=a.site, modality=a.modality,
+                        organs=a.organs, spacing=a.spacing, size=a.size, seed=a.seed,
+                        val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+    d = json.loads(Path(path).read_text())
+    n = {s: len(d[s]) for s in ("training", "validation", "test")}
+    print(f"site {a.site}: {n['training']} training, {n['validation']} validation, {n['test']} test cases -> {path}")
+    return 0
+
+
+def _train_config(a: argparse.Namespace):
+    from fedgin.engine import TrainConfig
+
+    values = json.loads(Path(a.config).read_text()) if a.config else {}
+    if a.method is not None:
+        values["method"] = a.method
+    for key in ("batch_size", "lr", "seed"):
+        if getattr(a, key) is not None:
+            values[key] = getattr(a, key)
+    if a.channels:
+        values.setdefault("model", {})["channels"] = a.channels
+        values["model"]["strides"] = [2] * (len(a.channels) - 1)
+    return TrainConfig.from_dict(values)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from fedgin.workflows import train
+
+    cfg = _train_config(a)
+    res = train(a.data, a.output, cfg, epochs=a.epochs, steps=a.steps, eval_every=a.eval_every, device=a.device)
+    print(f"trained {cfg.method} in {res['seconds']:.0f} s; best validation Dice {res['best_val_dice']:.4f}")
+    print(f"model: {res['model']}\nbest model: {res['best_model']}")
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from fedgin.workflows import evaluate, format_dice_table
+
+    res = evaluate(a.model, a.data, a.split, device=a.device)
+    print(format_dice_table(res, title=f"3D Dice per case, mean over {a.split} cases ({a.model})"))
+    if a.output:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.output).write_text(json.dumps(res, indent=2, default=str))
+        print(f"per-case results: {a.output}")
+    return 0
+
+
+def _cmd_job(a: argparse.Namespace) -> int:
+    from fedgin.flare.job import build_job
+
+    values = dict(a.set or [])
+    if a.method:
+        values["method"] = a.method
+    if a.rounds:
+        values["num_rounds"] = a.rounds
+    if a.organs:
+        values["classes"] = a.organs
+    if a.data_root:
+        values["data_root"] = str(Path(a.data_root).resolve())
+    job = build_job(a.output, values, template=a.template, name=a.name)
+    print(f"job written to {job}\nrun it with: nvflare simulator {job} -w <workspace> -c site-ct,site-mri")
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from fedgin.demo import run_demo
+
+    run_demo(a)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedgin", description="FedGIN: federated CT + MRI segmentation in NVIDIA FLARE.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("phantom", help="write seeded synthetic abdominal CT or MRI cases (TotalSegmentator layout)")
+    s.add_argument("--output", required=True, help="folder to write (<case>/ct.nii.gz|mri.nii.gz, segmentations/)")
+    s.add_argument("--modality", required=True, choices=["ct", "mri"])
+    s.add_argument("--cases", type=int, required=True, help="number of cases")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--sequence", default="mixed", choices=["mixed", "t1", "t2"], help="MRI weighting (default mixed)")
+    s.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases in the val split")
+    s.add_argument("--test-fraction", type=float, default=0.2, help="fraction of cases in the test split")
+    s.set_defaults(func=_cmd_phantom)
+
+    s = sub.add_parser("prepare", help="preprocess one site's volumes into a slice cache + datalist.json")
+    s.add_argument("--layout", default="totalseg", choices=["totalseg"], help="dataset layout (default totalseg)")
+    s.add_argument("--input", required=True, help="dataset folder")
+    s.add_argument("--output", required=True, help="cache folder to write (datalist.json, cases/)")
+    s.add_argument("--site", required=True, help="site name, e.g. site-ct")
+    s.add_argument("--modality", required=True, choices=["ct", "mri"])
+    s.add_argument("--organs", required=True, type=_organs, help="comma-separated; one organ = binary task")
+    s.add_argument("--spacing", type=float, default=1.5, help="in-plane spacing in mm (paper: 1.5)")
+    s.add_argument("--size", type=int, default=256, help="in-plane size in pixels (paper: 256)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split by case when meta.csv has none")
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
+    s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s); several are pooled")
+    s.add_argument("--method", default=None, choices=["gin", "none"], help="augmentation (default gin)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--steps", type=int, help="number of optimisation steps")
+    g.add_argument("--epochs", type=int, help="number of epochs over the pooled training slices")
+    s.add_argument("--output", required=True, help="run folder (model.pt, best_model.pt, tb/, history.json)")
+    s.add_argument("--config", help="JSON file of fedgin.engine.TrainConfig values")
+    s.add_argument("--batch-size", type=int, help="slices per step (default 8)")
+    s.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
+    s.add_argument("--seed", type=int, help="seed (default 0)")
+    s.add_argument("--channels", type=lambda t: [int(c) for c in t.split(",")],
+                   help="U-Net channels per level, e.g. 16,32,64,128 (default 32,64,128,256,512)")
+    s.add_argument("--eval-every", type=int, help="validate every N steps (default: once per epoch)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="per-case, per-class 3D Dice of a model file on datalists")
+    s.add_argument("--model", required=True, help="fedgin model file or FLARE FL_global_model.pt")
+    s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s)")
+    s.add_argument("--split", default="test", choices=["training", "validation", "test"])
+    s.add_argument("--output", help="JSON file for per-case results (top-level mean_dice)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
+    s.add_argument("--output", required=True, help="job folder to write")
+    s.add_argument("--method", choices=["gin", "none"], help="augmentation on every site")
+    s.add_argument("--rounds", type=int, help="federated rounds")
+    s.add_argument("--organs", type=_organs, help="classes of the task (must match the sites' datalists)")
+    s.add_argument("--data-root", help="folder holding <site>/datalist.json (else $FEDGIN_DATA_ROOT)")
+    s.add_argument("--set", action="append", type=_json_value, metavar="KEY=JSON",
+                   help="any job variable, e.g. --set local_epochs=2 --set channels=[32,64,128,256]")
+    s.add_argument("--name", help="job name")
+    s.add_argument("--template", help="job definition folder (default: jobs/fedgin of this repository)")
+    s.set_defaults(func=_cmd_job)
+
+    s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")
+    from fedgin.demo import add_demo_arguments
+
+    add_demo_arguments(s)
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"fedgin {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

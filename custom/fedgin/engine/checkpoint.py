@@ -1,0 +1,109 @@
+"""Model files: everything needed to rebuild and apply a model travels with its weights.
+
+A fedgin model file is a ``torch.save`` of::
+
+    {"format": "fedgin-model/1", "model": state_dict, "classes": [...], "model_config": {...},
+     "size_px": [H, W], "spacing_mm": [sx, sy], "normalization": str, "train_config": {...}, "provenance": {...}}
+
+FLARE's ``PTFileModelPersistor`` writes ``{"model": state_dict, "train_conf": ...}`` only; such a file is read with
+the job configuration saved beside it (``<app>/config/config_fed_server.json``), where the persistor's model
+arguments and the job's ``classes`` live.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedgin.engine.config import ModelConfig
+from fedgin.engine.model import SegUNet
+
+__all__ = ["MODEL_FORMAT", "save_model_file", "load_model_file", "ModelFileError"]
+
+MODEL_FORMAT = "fedgin-model/1"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or lacks what is needed to rebuild the model."""
+
+
+def save_model_file(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``model``'s weights and ``meta`` (classes, model_config, size_px, ...) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": MODEL_FORMAT, **meta, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _resolve(value: Any, cfg: dict[str, Any]) -> Any:
+    """A FLARE config value ``"{var}"`` → the top-level variable ``var`` (as FLARE itself resolves it)."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in cfg:
+        return cfg[value[1:-1]]
+    return value
+
+
+def _flare_meta(path: Path) -> dict[str, Any]:
+    cfg_file = path.parent / "config" / "config_fed_server.json"
+    if not cfg_file.is_file():
+        raise ModelFileError(
+            f"{path}: a FLARE model file without fedgin metadata, and no job config at {cfg_file} to rebuild it from"
+        )
+    cfg = json.loads(cfg_file.read_text())
+    persistor = next((c for c in cfg.get("components", []) if c.get("id") == "persistor"), None)
+    try:
+        args = {k: _resolve(v, cfg) for k, v in persistor["args"]["model"]["args"].items()}
+    except (TypeError, KeyError) as e:
+        raise ModelFileError(f"{cfg_file}: no persistor model args") from e
+    classes = cfg.get("classes")
+    if not classes or len(classes) != args.get("num_classes", 1):
+        raise ModelFileError(f"{cfg_file}: top-level 'classes' missing or inconsistent with the persistor's model")
+    num_classes = args.pop("num_classes", 1)
+    return {
+        "classes": classes,
+        "model_config": args,
+        "size_px": cfg.get("size_px"),
+        "spacing_mm": cfg.get("spacing_mm"),
+        "provenance": {"flare_job_config": str(cfg_file), "num_classes": num_classes},
+    }
+
+
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegUNet, dict[str, Any]]:
+    """Rebuild the model stored in ``path``.
+
+    Returns:
+        (model in eval mode on ``device``, metadata dict with at least ``classes`` and ``model_config``).
+
+    Raises:
+        ModelFileError: missing or unreadable file, or not a segmentation model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds on corrupt input
+        raise ModelFileError(f"{path}: cannot read model file: {e}") from e
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ModelFileError(f"{path}: not a model file (no 'model' state dict)")
+    meta = {k: v for k, v in payload.items() if k != "model"} if payload.get("format") == MODEL_FORMAT else _flare_meta(path)
+    mcfg = ModelConfig.from_dict(meta.get("model_config"))
+    model = SegUNet(
+        num_classes=len(meta["classes"]),
+        channels=mcfg.channels,
+        strides=mcfg.strides,
+        num_res_units=mcfg.num_res_units,
+        norm=mcfg.norm,
+        dropout=mcfg.dropout,
+    )
+    state = {k: torch.as_tensor(v) for k, v in payload["model"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelFileError(f"{path}: weights do not fit the described model: {e}") from e
+    return model.to(device).eval(), meta

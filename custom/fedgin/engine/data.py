@@ -1,0 +1,128 @@
+"""Axial slices of one or more prepared sites, served as batches straight from the slice cache.
+
+No NIfTI is decoded here: the cache holds one ``(S, H, W)`` array per case (see ``fedgin.data.datalist``).
+Arrays are memory-mapped, so a site larger than RAM works, and a batch is a handful of slice reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from fedgin.data.datalist import DatalistError, case_paths, load_datalist, task_labels
+
+__all__ = ["CaseSlices", "SliceSet"]
+
+
+@dataclass
+class CaseSlices:
+    """One cached volume: ``image`` float32 (S, H, W), ``label`` uint8 (S, H, W)."""
+
+    key: str  # "<site>/<case_id>", unique across pooled datalists
+    case_id: str
+    modality: str
+    site: str
+    image: np.ndarray
+    label: np.ndarray
+    meta: dict
+
+
+class SliceSet:
+    """The slices of one split of one or more datalists (pooled, as for centralized training).
+
+    Args:
+        datalists: datalist paths or loaded datalist dicts; all must describe the same classes and slice size.
+        split: ``training``, ``validation`` or ``test``.
+        in_memory: load arrays into RAM (fast) instead of memory-mapping them.
+
+    Raises:
+        DatalistError: unreadable datalist, class or size mismatch between datalists, or a cache file whose
+            shape disagrees with the datalist.
+    """
+
+    def __init__(self, datalists: Sequence[str | dict], split: str, in_memory: bool = True) -> None:
+        if split not in ("training", "validation", "test"):
+            raise ValueError(f"split must be training, validation or test, got {split!r}")
+        self.split = split
+        self.datalists = [d if isinstance(d, dict) else load_datalist(d) for d in datalists]
+        if not self.datalists:
+            raise DatalistError("no datalist given")
+        first = self.datalists[0]
+        self.classes = task_labels(first)
+        self.size = tuple(first["size_px"])
+        for d in self.datalists[1:]:
+            if task_labels(d) != self.classes:
+                raise DatalistError(
+                    f"{d['path']}: classes {task_labels(d)} differ from {self.classes} in {first['path']}"
+                )
+            if tuple(d["size_px"]) != self.size:
+                raise DatalistError(f"{d['path']}: slice size {d['size_px']} differs from {list(self.size)}")
+        self.cases: list[CaseSlices] = []
+        for d in self.datalists:
+            for case in d[split]:
+                self.cases.append(self._load_case(d, case, in_memory))
+        offsets = np.cumsum([0] + [c.image.shape[0] for c in self.cases])
+        self._offsets = offsets
+        # (case index, slice index) of every slice
+        self._index = np.concatenate(
+            [np.stack([np.full(c.image.shape[0], i), np.arange(c.image.shape[0])], 1) for i, c in enumerate(self.cases)]
+        ) if self.cases else np.zeros((0, 2), dtype=np.int64)
+
+    @staticmethod
+    def _load_case(datalist: dict, case: dict, in_memory: bool) -> CaseSlices:
+        img_path, lbl_path = case_paths(datalist, case)
+        mode = None if in_memory else "r"
+        try:
+            image = np.load(img_path, mmap_mode=mode)
+            label = np.load(lbl_path, mmap_mode=mode)
+        except (OSError, ValueError) as e:
+            raise DatalistError(f"{img_path}: cannot read cached slices: {e}") from e
+        expected = (int(case["num_slices"]), *datalist["size_px"])
+        for arr, path in ((image, img_path), (label, lbl_path)):
+            if arr.shape != expected:
+                raise DatalistError(f"{path}: shape {arr.shape} but the datalist says {expected}")
+        site = datalist.get("site", "site")
+        return CaseSlices(
+            key=f"{site}/{case['case_id']}",
+            case_id=case["case_id"],
+            modality=case.get("modality", datalist["modality"]),
+            site=site,
+            image=image,
+            label=label,
+            meta=case,
+        )
+
+    def __len__(self) -> int:
+        """Number of slices."""
+        return int(self._index.shape[0])
+
+    @property
+    def num_cases(self) -> int:
+        return len(self.cases)
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slices by global index -> (images (B, 1, H, W) float32, labels (B, H, W) uint8), CPU tensors."""
+        pairs = self._index[indices]
+        images = np.stack([self.cases[c].image[s] for c, s in pairs])
+        labels = np.stack([self.cases[c].label[s] for c, s in pairs])
+        return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
+
+    def epoch(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """One shuffled pass: ``len(self) // batch_size`` index batches (at least one when non-empty)."""
+        if len(self) == 0:
+            return
+        order = rng.permutation(len(self))
+        n = max(1, len(self) // batch_size)
+        for i in range(n):
+            yield order[i * batch_size : (i + 1) * batch_size]
+
+    def case_batches(self, case_index: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All slices of one case in order, as (images (b,1,H,W), labels (b,H,W)) chunks."""
+        case = self.cases[case_index]
+        for start in range(0, case.image.shape[0], batch_size):
+            img = np.ascontiguousarray(case.image[start : start + batch_size])
+            lbl = np.ascontiguousarray(case.label[start : start + batch_size])
+            yield torch.from_numpy(img).unsqueeze(1), torch.from_numpy(lbl)

@@ -1,0 +1,49 @@
+"""The segmentation network: a MONAI 2D U-Net whose constructor arguments are all plain JSON values.
+
+The same class is named in the FLARE server's persistor config and rebuilt from a model file's metadata, so the
+architecture travels as data.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from monai.networks.nets import UNet
+
+__all__ = ["SegUNet", "num_outputs"]
+
+
+def num_outputs(num_classes: int) -> int:
+    """Output channels for ``num_classes`` foreground classes: 1 (sigmoid) for binary, K+1 (softmax) otherwise."""
+    if num_classes < 1:
+        raise ValueError(f"need at least one foreground class, got {num_classes}")
+    return 1 if num_classes == 1 else num_classes + 1
+
+
+class SegUNet(UNet):
+    """``monai.networks.nets.UNet`` for single-channel 2D slices.
+
+    Input (B, 1, H, W) float; output logits (B, num_outputs(num_classes), H, W). H and W must be divisible by
+    the product of ``strides``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        channels: Sequence[int] = (32, 64, 128, 256, 512),
+        strides: Sequence[int] = (2, 2, 2, 2),
+        num_res_units: int = 2,
+        norm: str = "batch",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=num_outputs(num_classes),
+            channels=tuple(channels),
+            strides=tuple(strides),
+            num_res_units=num_res_units,
+            norm=norm,
+            dropout=dropout,
+        )
+        self.num_classes = num_classes

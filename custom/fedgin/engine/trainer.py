@@ -1,0 +1,239 @@
+"""The one training/evaluation engine used by ``fedgin train``, ``fedgin evaluate`` and the FLARE Executor.
+
+An ``Engine`` owns the model, loss, AdamW optimizer, ReduceLROnPlateau scheduler, AMP scaler and the augmentation
+(applied on the training device to every training batch, without gradients). It knows nothing about FLARE: a
+federated round is ``set_weights`` → ``train_epochs`` → ``get_weights``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from fedgin.augment import build_augmentation
+from fedgin.engine.config import TrainConfig
+from fedgin.engine.data import SliceSet
+from fedgin.engine.loss import SegmentationLoss
+from fedgin.engine.metrics import dice_per_class, summarise
+from fedgin.engine.model import SegUNet
+
+__all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the weights must not be used."""
+
+
+@dataclass
+class TrainStats:
+    """What one call of ``train_epochs``/``train_steps`` did."""
+
+    steps: int
+    samples: int  # slices seen (with repetition)
+    mean_loss: float
+    seconds: float
+    aborted: bool = False
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` → CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Engine:
+    """Model + optimisation for one task.
+
+    Args:
+        classes: foreground class names (1 → binary sigmoid output, K > 1 → K+1-way softmax).
+        config: training configuration.
+        device: torch device or ``"auto"``.
+    """
+
+    def __init__(self, classes: list[str], config: TrainConfig | None = None, device: str | None = "auto") -> None:
+        self.classes = list(classes)
+        self.config = config or TrainConfig()
+        self.device = resolve_device(device)
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        m = cfg.model
+        self.model = SegUNet(
+            num_classes=len(self.classes),
+            channels=m.channels,
+            strides=m.strides,
+            num_res_units=m.num_res_units,
+            norm=m.norm,
+            dropout=m.dropout,
+        ).to(self.device)
+        self.loss_fn = SegmentationLoss(len(self.classes), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+        )
+        self.amp = bool(cfg.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.augment = build_augmentation(cfg.method, **cfg.augment_args).to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.total_steps = 0
+
+    # ---------------------------------------------------------------- weights
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Model state (parameters and buffers) as numpy arrays on the CPU."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, Any], strict: bool = True) -> None:
+        """Load numpy arrays or tensors (e.g. the global model); shapes must match."""
+        state = self.model.state_dict()
+        if strict:
+            missing = sorted(set(state) - set(weights))
+            unexpected = sorted(set(weights) - set(state))
+            if missing or unexpected:
+                raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        new = {}
+        for k, v in weights.items():
+            if k not in state:
+                continue
+            t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
+            if tuple(t.shape) != tuple(state[k].shape):
+                raise ValueError(f"weight {k}: shape {tuple(t.shape)} != model {tuple(state[k].shape)}")
+            new[k] = t.to(state[k].dtype)
+        self.model.load_state_dict(new, strict=strict)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ---------------------------------------------------------------- training
+    def train_epochs(
+        self, data: SliceSet, epochs: int, should_stop: Callable[[], bool] | None = None, on_step=None
+    ) -> TrainStats:
+        """``epochs`` shuffled passes over ``data`` (``len(data) // batch_size`` steps each)."""
+        batches = (idx for _ in range(epochs) for idx in data.epoch(self.config.batch_size, self.rng))
+        return self._run(data, batches, should_stop, on_step)
+
+    def train_steps(
+        self, data: SliceSet, steps: int, should_stop: Callable[[], bool] | None = None, on_step=None
+    ) -> TrainStats:
+        """Exactly ``steps`` optimisation steps, reshuffling whenever a pass ends."""
+
+        def gen():
+            n = 0
+            while n < steps:
+                for idx in data.epoch(self.config.batch_size, self.rng):
+                    if n >= steps:
+                        return
+                    n += 1
+                    yield idx
+
+        return self._run(data, gen(), should_stop, on_step)
+
+    def _run(self, data: SliceSet, batches: Iterable[np.ndarray], should_stop, on_step) -> TrainStats:
+        if len(data) == 0:
+            raise ValueError(f"no training slices in split {data.split!r}")
+        self.model.train()
+        t0 = time.perf_counter()
+        steps = samples = 0
+        loss_sum = 0.0
+        aborted = False
+        for idx in batches:
+            if should_stop is not None and should_stop():
+                aborted = True
+                break
+            images, labels = data.batch(idx)
+            loss = self.train_batch(images, labels)
+            steps += 1
+            samples += len(idx)
+            loss_sum += loss
+            if on_step is not None:
+                on_step(self.total_steps, loss)
+        return TrainStats(steps, samples, loss_sum / max(steps, 1), time.perf_counter() - t0, aborted)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One step on images (B, 1, H, W) float and labels (B, H, W) int; returns the loss.
+
+        Raises:
+            NonFiniteLossError: the loss is NaN or Inf (the step is not applied).
+        """
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            images = self.augment(images, generator=self.generator)
+            logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.total_steps}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.total_steps += 1
+        return float(loss.detach())
+
+    def step_scheduler(self, validation_loss: float) -> None:
+        """ReduceLROnPlateau step on a validation loss (once per epoch or round)."""
+        if np.isfinite(validation_loss):
+            self.scheduler.step(validation_loss)
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C_out, H, W) float32 for images (B, 1, H, W), eval mode, no augmentation."""
+        self.model.eval()
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            return self.model(images.to(self.device)).float()
+
+    def to_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C_out, H, W) → label ids (B, H, W) uint8 (sigmoid > 0.5 or argmax)."""
+        if logits.shape[1] == 1:
+            return (logits[:, 0] > 0).to(torch.uint8)
+        return logits.argmax(1).to(torch.uint8)
+
+    def evaluate(self, data: SliceSet, progress: bool = False) -> dict[str, Any]:
+        """Per-case, per-class 3D Dice over every case of ``data``, plus the mean loss per slice.
+
+        Returns:
+            ``{"cases": [{"case", "site", "modality", "dice": {class: float|None}, "voxels": {...}}],
+            "summary": fedgin.engine.metrics.summarise(...), "mean_dice": float, "loss": float}``.
+        """
+        cases = []
+        loss_sum, n_slices = 0.0, 0
+        bs = self.config.eval_batch_size
+        it = range(data.num_cases)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc=f"evaluate {data.split}", unit="case")
+        for ci in it:
+            case = data.cases[ci]
+            preds = []
+            for images, labels in data.case_batches(ci, bs):
+                logits = self.predict_logits(images)
+                labels_d = labels.to(self.device)
+                loss_sum += float(self.loss_fn(logits, labels_d)) * images.shape[0]
+                n_slices += images.shape[0]
+                preds.append(self.to_labels(logits).cpu().numpy())
+            pred = np.concatenate(preds)  # (S, H, W): the volume, slices stacked back along z
+            per_class = dice_per_class(pred, np.asarray(case.label), len(self.classes))
+            cases.append(
+                {
+                    "case": case.case_id,
+                    "site": case.site,
+                    "modality": case.modality,
+                    "dice": {n: r["dice"] for n, r in zip(self.classes, per_class)},
+                    "voxels": {n: {"truth": r["truth_voxels"], "pred": r["pred_voxels"]}
+                               for n, r in zip(self.classes, per_class)},
+                }
+            )
+        summary = summarise(cases, self.classes)
+        return {
+            "cases": cases,
+            "summary": summary,
+            "mean_dice": summary["mean_dice"],
+            "loss": loss_sum / max(n_slices, 1),
+        }

@@ -1,0 +1,1 @@
+"""FLARE adapters: the only part of fedgin that imports nvflare."""

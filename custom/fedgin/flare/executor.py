@@ -1,0 +1,211 @@
+"""The one FLARE Executor every site runs: a thin adapter from FLARE tasks to ``fedgin.site.Site``.
+
+Tasks:
+    ``train``: receive the global weights, validate them on the site's validation cases (the metric the server's
+        ``IntimeModelSelector`` uses to keep the best global model), train locally, and return the weight
+        difference with ``NUM_STEPS_CURRENT_ROUND`` = N_k, the site's number of training slices, so that
+        ``InTimeAccumulateWeightedAggregator`` averages with N_k/N.
+    ``validate``: 3D Dice of a received model on the site's validation cases (cross-site evaluation).
+    ``submit_model``: the site's last local model (cross-site evaluation).
+
+Where the site's data is (first match wins):
+    1. ``<site workspace>/local/fedgin_site.json`` with ``{"datalist": "/path/datalist.json"}``: the site's own
+       configuration, outside the job (production);
+    2. ``datalist`` argument with ``{data_root}`` and ``{site}`` placeholders, ``data_root`` coming from the job
+       or from the ``FEDGIN_DATA_ROOT`` environment variable (simulator, POC).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from nvflare.apis.analytix import AnalyticsDataType
+from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
+from nvflare.apis.event_type import EventType
+from nvflare.apis.executor import Executor
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable, make_reply
+from nvflare.apis.signal import Signal
+from nvflare.app_common.app_constant import AppConstants
+
+from fedgin.engine import NonFiniteLossError, TrainConfig
+
+__all__ = ["FedGINExecutor", "SITE_CONFIG_FILE", "train_result"]
+
+SITE_CONFIG_FILE = "fedgin_site.json"
+
+
+def train_result(weight_diff: dict[str, Any], num_samples: int, global_val_dice: float) -> Shareable:
+    """The train task's reply: θ_k − θ_global as WEIGHT_DIFF, weighted by N_k (``NUM_STEPS_CURRENT_ROUND``).
+
+    ``InTimeAccumulateWeightedAggregator`` multiplies each site's contribution by this count and divides by their
+    sum, so the new global model is Σ_k N_k/N · θ_k. The global model's validation Dice goes with it as
+    ``INITIAL_METRICS`` for the server's best-model selection.
+    """
+    meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: int(num_samples)}
+    if global_val_dice is not None and math.isfinite(global_val_dice):
+        meta[MetaKey.INITIAL_METRICS] = float(global_val_dice)
+    return DXO(DataKind.WEIGHT_DIFF, weight_diff, meta=meta).to_shareable()
+
+
+class FedGINExecutor(Executor):
+    """Args (all plain JSON values from ``config_fed_client.json``):
+
+    classes: foreground class names of the federation's task.
+    train: ``fedgin.engine.TrainConfig`` values (method, batch_size, lr, model, ...).
+    local_epochs: local epochs per round (ignored when ``local_steps`` > 0).
+    local_steps: exact local steps per round instead of epochs.
+    data_root: folder holding ``<site>/datalist.json``; empty → ``$FEDGIN_DATA_ROOT``.
+    datalist: pattern of the site's datalist path.
+    validation_split: split used for per-round and cross-site validation.
+    device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda:N``.
+    analytic_sender_id: component that streams metrics to the server's TensorBoard ("" to disable).
+    """
+
+    def __init__(
+        self,
+        classes: list[str],
+        train: dict[str, Any] | None = None,
+        local_epochs: int = 1,
+        local_steps: int = 0,
+        data_root: str = "",
+        datalist: str = "{data_root}/{site}/datalist.json",
+        validation_split: str = "validation",
+        device: str = "auto",
+        analytic_sender_id: str = "analytic_sender",
+    ) -> None:
+        super().__init__()
+        self.classes = list(classes)
+        self.train_config = TrainConfig.from_dict(train)  # fails at job load on a bad key
+        self.local_epochs = int(local_epochs)
+        self.local_steps = int(local_steps)
+        self.data_root = data_root
+        self.datalist_pattern = datalist
+        self.validation_split = validation_split
+        self.device = device
+        self.analytic_sender_id = analytic_sender_id
+        self.site = None
+        self.sender = None
+        self.init_error: str | None = None
+
+    # ------------------------------------------------------------------ setup
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type == EventType.START_RUN:
+            self._start(fl_ctx)
+
+    def resolve_datalist(self, fl_ctx: FLContext) -> Path:
+        """The site's datalist path (see the module docstring for the search order)."""
+        name = fl_ctx.get_identity_name()
+        local_dir = Path(fl_ctx.get_engine().get_workspace().get_site_config_dir())
+        site_cfg = local_dir / SITE_CONFIG_FILE
+        if site_cfg.is_file():
+            try:
+                return Path(json.loads(site_cfg.read_text())["datalist"]).expanduser()
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{site_cfg}: expected JSON with a 'datalist' path: {e}") from e
+        root = self.data_root or os.environ.get("FEDGIN_DATA_ROOT", "")
+        if not root and "{data_root}" in self.datalist_pattern:
+            raise ValueError(
+                f"site {name}: no data configured: write {site_cfg} with {{\"datalist\": ...}}, "
+                "or set data_root in the job, or the FEDGIN_DATA_ROOT environment variable"
+            )
+        return Path(self.datalist_pattern.format(data_root=root, site=name)).expanduser()
+
+    def _start(self, fl_ctx: FLContext) -> None:
+        from fedgin.site import Site  # heavy imports only when a run starts
+
+        try:
+            path = self.resolve_datalist(fl_ctx)
+            self.site = Site(path, self.classes, self.train_config, self.device, self.validation_split)
+        except Exception as e:  # reported on every task; the server sees the error, not a hang
+            self.init_error = f"{type(e).__name__}: {e}"
+            self.log_error(fl_ctx, f"cannot start site: {self.init_error}")
+            return
+        if self.analytic_sender_id:
+            self.sender = fl_ctx.get_engine().get_component(self.analytic_sender_id)
+        s = self.site
+        self.log_info(
+            fl_ctx,
+            f"site {fl_ctx.get_identity_name()} ({s.modality}): datalist {path}; {s.num_train_samples} training "
+            f"slices in {s.train_set.num_cases} cases, {s.val_set.num_cases} validation cases; method "
+            f"{self.train_config.method}; device {s.engine.device}",
+        )
+
+    def _send(self, tag: str, value: float, step: int) -> None:
+        if self.sender is not None and value is not None and math.isfinite(value):
+            self.sender.add(tag=tag, value=float(value), data_type=AnalyticsDataType.SCALAR, global_step=int(step))
+
+    # ------------------------------------------------------------------ tasks
+    def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        if self.site is None:
+            self.log_error(fl_ctx, f"task {task_name} refused: {self.init_error}")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        if abort_signal.triggered:
+            return make_reply(ReturnCode.TASK_ABORTED)
+        try:
+            if task_name == AppConstants.TASK_TRAIN:
+                return self._train(shareable, fl_ctx, abort_signal)
+            if task_name == AppConstants.TASK_VALIDATION:
+                return self._validate(shareable, fl_ctx)
+            if task_name == AppConstants.TASK_SUBMIT_MODEL:
+                return DXO(DataKind.WEIGHTS, self.site.engine.get_weights()).to_shareable()
+            self.log_error(fl_ctx, f"unknown task {task_name}")
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        except NonFiniteLossError as e:
+            self.log_error(fl_ctx, f"{task_name}: {e}; no weights are sent")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+        except Exception as e:
+            self.log_exception(fl_ctx, f"{task_name} failed: {type(e).__name__}: {e}")
+            return make_reply(ReturnCode.EXECUTION_EXCEPTION)
+
+    @staticmethod
+    def _weights(shareable: Shareable) -> dict[str, Any]:
+        dxo = from_shareable(shareable)
+        if dxo.data_kind != DataKind.WEIGHTS:
+            raise ValueError(f"expected {DataKind.WEIGHTS}, got {dxo.data_kind}")
+        return dxo.data
+
+    def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
+        total = shareable.get_header(AppConstants.NUM_ROUNDS, "?")
+        global_weights = self._weights(shareable)
+        res = self.site.train_round(
+            global_weights,
+            epochs=self.local_epochs,
+            steps=self.local_steps,
+            should_stop=lambda: abort_signal.triggered,
+        )
+        if res["stats"].aborted:
+            return make_reply(ReturnCode.TASK_ABORTED)
+        stats, gval = res["stats"], res["global_val"]
+        self._send("val_dice_global_model", gval["mean_dice"], rnd)
+        self._send("val_loss_global_model", gval["loss"], rnd)
+        self._send("train_loss", stats.mean_loss, rnd)
+        self._send("lr", self.site.engine.lr, rnd)
+        self.log_info(
+            fl_ctx,
+            f"round {rnd + 1}/{total}: global model val Dice {gval['mean_dice']:.4f}; trained {stats.steps} steps "
+            f"({stats.samples} slices) in {stats.seconds:.1f} s, loss {stats.mean_loss:.4f}, "
+            f"{stats.samples / max(stats.seconds, 1e-9):.1f} slices/s",
+        )
+        diff = self.site.weight_diff(res["weights"], global_weights)
+        return train_result(diff, res["num_samples"], gval["mean_dice"])
+
+    def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
+        local = self.site.engine.get_weights()  # keep the local model for a later submit_model
+        try:
+            res = self.site.validate(self._weights(shareable))
+        finally:
+            self.site.engine.set_weights(local)
+        metrics = {"val_dice": res["mean_dice"]}
+        if res.get("summary"):
+            for name, s in res["summary"]["per_class"].items():
+                metrics[f"val_dice_{name}"] = s["mean"]
+        self.log_info(fl_ctx, f"validated model of {owner}: val Dice {res['mean_dice']:.4f}")
+        return DXO(DataKind.METRICS, metrics).to_shareable()

@@ -1,0 +1,102 @@
+"""Build a runnable FLARE job from the one job definition in ``jobs/fedgin`` plus values.
+
+A job variant (method, rounds, classes, model size, data location) is a set of values written into the top-level
+variables of ``config_fed_server.json`` / ``config_fed_client.json``; no JSON tree is copied by hand. The
+``fedgin`` package is copied into ``app/custom/`` (NVFlare 2.9 BYOC: custom code must physically be there; a
+symlink would arrive empty), so the job runs on sites that have only nvflare, torch and monai installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import fedgin
+
+__all__ = ["default_template", "settable_variables", "build_job", "STRUCTURAL_KEYS"]
+
+STRUCTURAL_KEYS = {"format_version", "components", "workflows", "executors", "task_data_filters",
+                   "task_result_filters", "server"}
+CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
+
+
+def default_template() -> Path:
+    """``jobs/fedgin`` of the repository this package was installed from (editable install)."""
+    path = Path(fedgin.__file__).resolve().parents[2] / "jobs" / "fedgin"
+    if not (path / "meta.json").is_file():
+        raise FileNotFoundError(f"job template not found at {path}; pass the path of jobs/fedgin explicitly")
+    return path
+
+
+def _configs(job: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in CONFIG_FILES:
+        f = job / "app" / "config" / name
+        try:
+            out[name] = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{f}: cannot read job config: {e}") from e
+    return out
+
+
+def settable_variables(template: str | Path | None = None) -> dict[str, Any]:
+    """Top-level variables of the job's configs with their template values (shared keys must agree)."""
+    template = Path(template) if template else default_template()
+    values: dict[str, Any] = {}
+    for name, cfg in _configs(template).items():
+        for k, v in cfg.items():
+            if k in STRUCTURAL_KEYS:
+                continue
+            if k in values and values[k] != v:
+                raise ValueError(f"{template}: variable {k!r} differs between the server and client configs")
+            values[k] = v
+    return values
+
+
+def build_job(output: str | Path, values: dict[str, Any] | None = None, template: str | Path | None = None,
+              name: str | None = None) -> Path:
+    """Write a runnable job folder.
+
+    Args:
+        output: job folder to create (replaced if it holds an earlier job, refused if it holds anything else).
+        values: variable → value; ``classes`` also sets ``num_classes``. Unknown variables raise ``ValueError``.
+        template: the job definition (default ``jobs/fedgin``).
+        name: job name in ``meta.json``.
+
+    Returns:
+        The job folder, ready for ``nvflare simulator`` or ``nvflare job submit``.
+    """
+    template = Path(template) if template else default_template()
+    output = Path(output)
+    values = dict(values or {})
+    known = settable_variables(template)
+    if "classes" in values:
+        values["num_classes"] = len(values["classes"])
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
+    if output.exists():
+        if not (output / "meta.json").is_file():
+            raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
+        shutil.rmtree(output)
+    tmp = output.with_name(output.name + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(template, tmp, ignore=shutil.ignore_patterns("custom", "__pycache__"))
+    for fname, cfg in _configs(tmp).items():
+        for k, v in values.items():
+            if k in cfg:
+                cfg[k] = v
+        (tmp / "app" / "config" / fname).write_text(json.dumps(cfg, indent=2) + "\n")
+    meta = json.loads((tmp / "meta.json").read_text())
+    if name:
+        meta["name"] = name
+    if "min_clients" in values:
+        meta["min_clients"] = values["min_clients"]
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    pkg = Path(fedgin.__file__).resolve().parent
+    shutil.copytree(pkg, tmp / "app" / "custom" / "fedgin", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    tmp.rename(output)
+    return output

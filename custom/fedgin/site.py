@@ -1,0 +1,106 @@
+"""One site's side of a federation, free of FLARE: its data, its engine, and what a round does.
+
+``fedgin.flare.executor.FedGINExecutor`` is a thin adapter that turns FLARE tasks into calls of this class, so
+the round logic is the same engine code that ``fedgin train`` runs, and it is testable without FLARE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fedgin.data.datalist import DatalistError, load_datalist, task_labels
+from fedgin.engine import Engine, SliceSet, TrainConfig, TrainStats
+
+__all__ = ["Site", "RoundResult"]
+
+
+class RoundResult(dict):
+    """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...}}``."""
+
+
+class Site:
+    """A site's training and validation slices and its engine.
+
+    Args:
+        datalist: the site's ``datalist.json`` (from ``fedgin prepare``).
+        classes: the classes the federation segments; must equal the datalist's.
+        config: training configuration.
+        device: torch device or ``"auto"``.
+        validation_split: split used to validate models (global model each round, cross-site evaluation).
+
+    Raises:
+        DatalistError: unreadable datalist, other classes than the federation's, or no training slices.
+    """
+
+    def __init__(
+        self,
+        datalist: str | Path,
+        classes: list[str],
+        config: TrainConfig,
+        device: str = "auto",
+        validation_split: str = "validation",
+    ) -> None:
+        self.datalist = load_datalist(datalist)
+        found = task_labels(self.datalist)
+        if found != list(classes):
+            raise DatalistError(f"{self.datalist['path']}: site classes {found} differ from the job's {list(classes)}")
+        self.train_set = SliceSet([self.datalist], "training")
+        if len(self.train_set) == 0:
+            raise DatalistError(f"{self.datalist['path']}: the site has no training cases")
+        self.val_set = SliceSet([self.datalist], validation_split)
+        self.engine = Engine(list(classes), config, device=device)
+        self.modality = self.datalist["modality"]
+
+    @property
+    def num_train_samples(self) -> int:
+        """N_k: the number of training slices, the site's FedAvg weight."""
+        return len(self.train_set)
+
+    def validate(self, weights: dict[str, Any] | None = None) -> dict[str, Any]:
+        """3D Dice and loss of ``weights`` (or the current local model) on the validation cases."""
+        if weights is not None:
+            self.engine.set_weights(weights)
+        if self.val_set.num_cases == 0:
+            return {"mean_dice": float("nan"), "loss": float("nan"), "summary": None, "cases": []}
+        return self.engine.evaluate(self.val_set)
+
+    def train_round(
+        self,
+        global_weights: dict[str, Any],
+        epochs: int = 1,
+        steps: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+        validate_global: bool = True,
+    ) -> RoundResult:
+        """Load the global model, validate it locally, train, and return the new local weights.
+
+        The global model's validation loss steps ReduceLROnPlateau (the authors step on the local validation loss
+        once per round; using the incoming global model's saves one evaluation pass per round).
+
+        Args:
+            global_weights: {name: array} of the whole model.
+            epochs: local epochs (used when ``steps`` is 0).
+            steps: exact number of local steps instead of epochs.
+            should_stop: polled between steps; True aborts the round.
+        """
+        self.engine.set_weights(global_weights)
+        global_val = self.validate() if validate_global else {"mean_dice": float("nan"), "loss": float("nan")}
+        self.engine.step_scheduler(global_val["loss"])
+        if steps:
+            stats: TrainStats = self.engine.train_steps(self.train_set, steps, should_stop)
+        else:
+            stats = self.engine.train_epochs(self.train_set, epochs, should_stop)
+        return RoundResult(
+            weights=self.engine.get_weights(),
+            num_samples=self.num_train_samples,
+            stats=stats,
+            global_val=global_val,
+        )
+
+    @staticmethod
+    def weight_diff(new: dict[str, np.ndarray], old: dict[str, Any]) -> dict[str, np.ndarray]:
+        """new − old per key, in float32 (integer buffers such as BN's num_batches_tracked included)."""
+        return {k: np.asarray(new[k], dtype=np.float32) - np.asarray(old[k], dtype=np.float32) for k in new}

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny slice caches written directly in the datalist contract (no NIfTI, no prepare)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CT = REPO.parent / "shared" / "data" / "totalseg-ct-example"
+
+
+def write_toy_site(root: Path, site: str, modality: str, classes: list[str], cases: dict[str, int],
+                   size: int = 32, slices: int = 6, seed: int = 0) -> Path:
+    """A site whose cases hold bright discs (class 1) and squares (class 2) on noise.
+
+    Args:
+        cases: split → number of cases.
+    Returns:
+        the datalist.json path.
+    """
+    rng = np.random.default_rng(seed)
+    out = root / site
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    dl = {"format": "fedgin-slices/1", "site": site, "modality": modality, "layout": "toy", "source": "toy",
+          "labels": {"0": "background", **{str(i + 1): c for i, c in enumerate(classes)}},
+          "spacing_mm": [4.0, 4.0], "size_px": [size, size], "normalization": "toy", "seed": seed,
+          "training": [], "validation": [], "test": []}
+    yy, xx = np.mgrid[:size, :size]
+    for split, n in cases.items():
+        for i in range(n):
+            cid = f"{modality}{split[:2]}{i:02d}"
+            img = rng.normal(0, 0.3, (slices, size, size)).astype(np.float32)
+            lbl = np.zeros((slices, size, size), np.uint8)
+            for z in range(slices):
+                cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+                r = rng.integers(size // 8, size // 5)
+                disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+                lbl[z][disc] = 1
+                if len(classes) > 1:
+                    sq = (abs(yy - (size - cy)) < r // 2 + 1) & (abs(xx - (size - cx)) < r // 2 + 1) & ~disc
+                    lbl[z][sq] = 2
+                sign = 1.0 if modality == "ct" else -1.0
+                img[z] += sign * (lbl[z] > 0) * 2.0
+            np.save(out / "cases" / f"{cid}_image.npy", img)
+            np.save(out / "cases" / f"{cid}_label.npy", lbl)
+            dl[split].append({"case_id": cid, "modality": modality, "image": f"cases/{cid}_image.npy",
+                              "label": f"cases/{cid}_label.npy", "num_slices": slices,
+                              "spacing_mm": [4.0, 4.0, 4.0], "affine": np.diag([4.0, 4, 4, 1]).tolist()})
+    path = out / "datalist.json"
+    path.write_text(json.dumps(dl))
+    return path
+
+
+@pytest.fixture
+def toy_sites(tmp_path):
+    """Two toy sites (ct, mri) with two classes; returns {site: datalist path}."""
+    classes = ["disc", "square"]
+    return {
+        "site-ct": write_toy_site(tmp_path / "data", "site-ct", "ct", classes, {"training": 3, "validation": 1, "test": 1}),
+        "site-mri": write_toy_site(tmp_path / "data", "site-mri", "mri", classes,
+                                   {"training": 2, "validation": 1, "test": 1}, seed=1),
+    }

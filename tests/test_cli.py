@@ -1,0 +1,37 @@
+"""The console script: subcommands, documented options, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedgin", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_subcommands():
+    out = _run("--help")
+    assert out.returncode == 0
+    for cmd in ("phantom", "prepare", "train", "evaluate", "job", "demo"):
+        assert cmd in out.stdout
+
+
+def test_subcommand_help_documents_options():
+    expected = {
+        "phantom": ["--output", "--modality", "--cases", "--seed"],
+        "prepare": ["--layout", "--input", "--output", "--site", "--modality", "--organs", "--spacing", "--size"],
+        "train": ["--data", "--method", "--steps", "--epochs", "--output"],
+        "evaluate": ["--model", "--data", "--split", "--output"],
+    }
+    for cmd, options in expected.items():
+        out = _run(cmd, "--help")
+        assert out.returncode == 0, out.stderr
+        for opt in options:
+            assert opt in out.stdout, (cmd, opt)
+
+
+def test_missing_datalist_is_a_clear_error(tmp_path):
+    out = _run("train", "--data", str(tmp_path / "nope" / "datalist.json"), "--steps", "1", "--output", str(tmp_path))
+    assert out.returncode == 2
+    assert "nope/datalist.json" in out.stderr and "not found" in out.stderr

@@ -1,0 +1,71 @@
+"""The FLARE side without the simulator: sample-weighted aggregation of our replies, and the job builder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nvflare")
+
+from nvflare.apis.dxo import from_shareable  # noqa: E402
+from nvflare.apis.fl_constant import ReservedKey  # noqa: E402
+from nvflare.apis.fl_context import FLContext  # noqa: E402
+from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import (  # noqa: E402
+    InTimeAccumulateWeightedAggregator,
+)
+from nvflare.app_common.app_constant import AppConstants  # noqa: E402
+
+from fedgin.flare.executor import train_result  # noqa: E402
+from fedgin.flare.job import build_job, default_template, settable_variables  # noqa: E402
+
+
+def test_aggregate_is_sample_weighted_average_of_site_models():
+    """Σ N_k/N · θ_k for unequal N_k, through the real aggregator and the executor's reply format."""
+    rng = np.random.default_rng(0)
+    theta0 = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=(4,)).astype(np.float32)}
+    sites = {"site-ct": 300, "site-mri": 100, "site-x": 37}
+    thetas = {s: {k: rng.normal(size=v.shape).astype(np.float32) for k, v in theta0.items()} for s in sites}
+    agg = InTimeAccumulateWeightedAggregator(expected_data_kind="WEIGHT_DIFF")
+    agg._initialize(agg.aggregation_weights, agg.exclude_vars, agg.expected_data_kind)
+    fl_ctx = FLContext()
+    fl_ctx.set_prop(AppConstants.CURRENT_ROUND, 0)
+    for s, n in sites.items():
+        reply = train_result({k: thetas[s][k] - theta0[k] for k in theta0}, n, 0.5)
+        reply.set_peer_props({ReservedKey.IDENTITY_NAME: s})
+        reply.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
+        assert agg.accept(reply, fl_ctx)
+    diff = from_shareable(agg.aggregate(fl_ctx)).data
+    total = sum(sites.values())
+    for k in theta0:
+        expected = sum(n / total * thetas[s][k] for s, n in sites.items())
+        np.testing.assert_allclose(theta0[k] + diff[k], expected, rtol=1e-5, atol=1e-6)
+        unweighted = np.mean([thetas[s][k] for s in sites], axis=0)
+        assert not np.allclose(theta0[k] + diff[k], unweighted, atol=1e-3)  # the weights do matter
+
+
+def test_job_template_variables_agree_between_server_and_client():
+    values = settable_variables()
+    assert values["num_classes"] == len(values["classes"])
+    assert values["method"] in ("gin", "none")
+
+
+def test_build_job_sets_values_and_copies_code(tmp_path):
+    job = build_job(tmp_path / "job", {"method": "none", "num_rounds": 3, "classes": ["liver"],
+                                       "channels": [8, 16, 32], "strides": [2, 2]}, name="fedavg")
+    server = json.loads((job / "app/config/config_fed_server.json").read_text())
+    client = json.loads((job / "app/config/config_fed_client.json").read_text())
+    assert server["num_rounds"] == 3 and server["num_classes"] == 1 and server["classes"] == ["liver"]
+    assert client["method"] == "none" and client["channels"] == [8, 16, 32]
+    assert json.loads((job / "meta.json").read_text())["name"] == "fedavg"
+    assert (job / "app/custom/fedgin/flare/executor.py").is_file()
+    assert not (job / "app/custom/fedgin").is_symlink()
+    # the committed template is untouched
+    assert json.loads((default_template() / "app/config/config_fed_client.json").read_text())["method"] == "gin"
+    with pytest.raises(ValueError, match="unknown job variable"):
+        build_job(tmp_path / "job2", {"rouns": 3})
+    (tmp_path / "notajob").mkdir()
+    (tmp_path / "notajob" / "precious.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        build_job(tmp_path / "notajob", {})
