@@ -68,7 +68,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     cfg = _train_config(a)
     res = train(a.data, a.output, cfg, epochs=a.epochs, steps=a.steps, eval_every=a.eval_every, device=a.device)
-    print(f"trained {cfg.method} in {res['seconds']:.0f} s; best validation Dice {res['best_val_dice']:.4f}")
+    best = res["best_val_dice"]
+    best_text = f"{best:.4f}" if best > float("-inf") else "n/a (no validation cases)"
+    print(f"trained {cfg.method} in {res['seconds']:.0f} s; best validation Dice {best_text}")
     print(f"model: {res['model']}\nbest model: {res['best_model']}")
     return 0
 

@@ -21,16 +21,40 @@ SOFT = allow(T.FAT, T.MUSCLE, T.SKIN, T.BOWEL_WALL, T.BOWEL_FLUID, T.GAS, T.LIVE
 
 
 def _cavity_height(qx: np.ndarray, qy: np.ndarray, P: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radial distance (mm) of each voxel beyond the cavity boundary (< 0 inside), and cos/sin of its angle."""
-    b = np.where(qy >= 0, np.float32(P["b_ant"]), np.float32(P["b_post"]))
-    X = qx * np.float32(1.0 / P["a"])
-    Y = qy / b
-    X2, Y2 = X * X, Y * Y
-    rho = np.sqrt(np.maximum(X2 + Y2 + np.float32(P["box"]) * X2 * Y2, 1e-8))
-    r = np.sqrt(qx * qx + qy * qy)
-    h = r - r / rho
-    rs = np.maximum(r, 1e-3)
-    return h, qx / rs, qy / rs
+    """Radial distance (mm) beyond the cavity outline (< 0 inside), and cos(2 theta), sin(theta) of the angle.
+
+    The cavity outline is a "boxy" ellipse ``X^2 + Y^2 + box X^2 Y^2 / (X^2 + Y^2) = 1`` (X = x / a,
+    Y = y / b, box < 0 squares the corners) with a different b anteriorly and posteriorly.
+    """
+    f32 = np.float32
+    qx2 = qx * qx
+    qy2 = qy * qy
+    r2 = qx2 + qy2
+    c1 = 0.5 * (1 / P["b_ant"] ** 2 + 1 / P["b_post"] ** 2)
+    c2 = 0.5 * (1 / P["b_ant"] ** 2 - 1 / P["b_post"] ** 2)
+    Y2 = np.abs(qy)
+    Y2 *= qy
+    Y2 *= f32(c2)
+    Y2 += qy2 * f32(c1)                    # y^2 / b(y)^2
+    X2 = qx2 * f32(1 / P["a"] ** 2)
+    rho2 = X2 + Y2
+    np.maximum(rho2, f32(1e-8), out=rho2)
+    X2 *= Y2
+    X2 /= rho2
+    X2 *= f32(P["box"])
+    rho2 += X2                             # homogeneous of degree 2, > 0 for box > -4
+    del X2, Y2
+    np.maximum(r2, f32(1e-6), out=r2)
+    inv_r2 = np.reciprocal(r2)
+    cos2 = qx2 - qy2
+    cos2 *= inv_r2
+    del qx2, qy2
+    rho2 = np.divide(r2, rho2, out=rho2)   # (r / rho)^2
+    h = np.sqrt(r2, out=r2)
+    h -= np.sqrt(rho2, out=rho2)
+    np.sqrt(inv_r2, out=inv_r2)
+    sin = np.multiply(qy, inv_r2, out=inv_r2)
+    return h, cos2, sin
 
 
 def paint_table(cv: Canvas, P: dict) -> None:
@@ -43,24 +67,35 @@ def paint_table(cv: Canvas, P: dict) -> None:
     lab[sel] = int(T.TABLE)
 
 
-def paint_body_wall(cv: Canvas, P: dict) -> None:
-    """Skin, subcutaneous fat, muscle wall; the abdominal cavity inside is filled with (visceral) fat."""
-    qx, qy, _ = cv.q
-    h, c, s = _cavity_height(qx, qy, P)
-    cos2 = c * c - s * s
-    t_mus = np.float32(P["muscle"]) * (1 + np.float32(P["muscle_lat"]) * cos2)
-    t_fat = np.float32(P["fat"]) * (1 + np.float32(P["fat_ap"]) * s + np.float32(P["fat_lat"]) * cos2)
-    t_fat = np.maximum(t_fat, 3.0)
-    lab = cv.labels
+def paint_body_wall(cv: Canvas, P: dict, z_step_mm: float = 4.0) -> None:
+    """Skin, subcutaneous fat, muscle wall; the abdominal cavity inside is filled with (visceral) fat.
+
+    The wall varies slowly along z, so it is evaluated on every ``z_step_mm`` (one painting slice per group,
+    error well below a voxel for the smooth displacement) and repeated to the neighbouring slices.
+    """
+    nz = cv.shape[2]
+    dz = abs(float(cv.axes[2][1] - cv.axes[2][0])) if nz > 1 else 1.0
+    step = max(1, int(round(z_step_mm / dz)))
+    groups = -(-nz // step)
+    ks = np.minimum(np.arange(groups) * step + step // 2, nz - 1)
+    qx, qy = cv.q[0][:, :, ks], cv.q[1][:, :, ks]
+    h, cos2, s = _cavity_height(qx, qy, P)
+    f32 = np.float32
+    t_mus = f32(P["muscle"]) * (1 + f32(P["muscle_lat"]) * cos2)
+    # linea alba: the anterior wall thins to a few mm at the midline
+    t_mus *= 1 - f32(0.6) * (s > 0.3) / (1 + (qx * f32(1 / 12.0)) ** 2)
+    t_fat = f32(P["fat"]) * (1 + f32(P["fat_ap"]) * s + f32(P["fat_lat"]) * cos2)
+    np.maximum(t_fat, f32(3.0), out=t_fat)
     outer_fat = t_mus + t_fat
-    body = h < outer_fat + np.float32(P["skin"])
-    lab[body] = int(T.SKIN)
-    lab[h < outer_fat] = int(T.FAT)
-    lab[h < t_mus] = int(T.MUSCLE)
+    sub = np.zeros(h.shape, np.uint8)
+    sub[h < outer_fat + f32(P["skin"])] = int(T.SKIN)
+    sub[h < outer_fat] = int(T.FAT)
+    sub[h < t_mus] = int(T.MUSCLE)
     cav = h < 0
-    lab[cav] = int(T.FAT)
-    cv.cavity[...] = cav
-    cv.wall = (h, t_mus, c, s)  # reused by the rib painter
+    sub[cav] = int(T.FAT)
+    cv.labels[...] = np.repeat(sub, step, axis=2)[:, :, :nz]
+    cv.cavity[...] = np.repeat(cav, step, axis=2)[:, :, :nz]
+    cv.wall = dict(step=step, h=h, t_mus=t_mus, s=s, cos2=cos2)  # reused by the rib painter
 
 
 def diaphragm_z(qx: np.ndarray, qy: np.ndarray, P: dict) -> np.ndarray:
@@ -91,19 +126,35 @@ def paint_thorax(cv: Canvas, P: dict, heart: dict) -> None:
 
 
 def paint_ribs(cv: Canvas, P: dict) -> None:
-    """Rib cross-sections inside the muscle wall, sloping down anteriorly, absent below the costal margin."""
-    h, t_mus, c, s = cv.wall
-    qz = cv.q[2]
-    band = (h > 1.0) & (h < t_mus - 1.0)
-    z_margin = P["z_low"] + P["anterior_rise"] * np.maximum(s, 0) ** 2
-    z_eff = qz + np.float32(P["slope"]) * (1 + s) - np.float32(P["phase"])
+    """Rib cross-sections inside the muscle wall: each rib descends by ``drop`` mm from the spine to the front
+    (linear in the angle), ribs repeat every ``period`` mm, and none lie below the costal margin."""
+    W = cv.wall
+    step, nz = W["step"], cv.shape[2]
+    band = (W["h"] > 1.0) & (W["h"] < W["t_mus"] - 1.0)
+    i, j, g = np.nonzero(band)
+    ii, jj, gg, kk = [], [], [], []
+    for m in range(step):
+        k = g * step + m
+        ok = k < nz
+        ii.append(i[ok]); jj.append(j[ok]); gg.append(g[ok]); kk.append(k[ok])
+    i, j, g, k = (np.concatenate(a) for a in (ii, jj, gg, kk))
+    qz = cv.q[2][i, j, k]
+    s = W["s"][i, j, g]
+    h = W["h"][i, j, g]
+    t_mus = W["t_mus"][i, j, g]
+    cos2 = W["cos2"][i, j, g]
+    from_back = np.arccos(np.clip(-s, -1, 1)) * np.float32(1 / np.pi)      # 0 at the spine, 1 at the front
+    z_eff = qz + np.float32(P["drop"]) * from_back - np.float32(P["phase"])
     phase = np.mod(z_eff, np.float32(P["period"]))
-    rib = band & (qz > z_margin) & (phase < P["height"]) & ~((c * c < 0.12) & (s > 0))
+    margin = P["z_low"] + P["anterior_rise"] * np.maximum(s, 0) ** 2
+    rib = (qz > margin) & (phase < P["height"]) & ~((cos2 < -0.76) & (s > 0))
     core = rib & (np.abs(h - t_mus * 0.5) < t_mus * 0.2) & (np.abs(phase - P["height"] / 2) < P["height"] * 0.3)
     lab = cv.labels
-    ok = allow(T.MUSCLE)[lab]
-    lab[rib & ok] = int(T.CORTICAL_BONE)
-    lab[core & ok] = int(T.MARROW)
+    muscle = lab[i, j, k] == T.MUSCLE
+    sel = rib & muscle
+    lab[i[sel], j[sel], k[sel]] = int(T.CORTICAL_BONE)
+    sel = core & muscle
+    lab[i[sel], j[sel], k[sel]] = int(T.MARROW)
 
 
 def paint_back(cv: Canvas, P: dict) -> None:
@@ -126,7 +177,8 @@ def paint_back(cv: Canvas, P: dict) -> None:
         qx, qy, qz = cv.coords(reg)
         rp = np.clip(4.0 + P["psoas_growth"] * (z0 - qz), 0.0, rmax)
         cx = np.float32(sign) * (np.float32(P["spine_half"]) + 0.85 * rp)
-        e = ((qx - cx) / np.maximum(rp, 1e-3)) ** 2 + ((qy - np.float32(P["psoas_y"])) / np.maximum(0.9 * rp, 1e-3)) ** 2
+        ry = np.maximum(0.9 * rp, 1e-3)
+        e = ((qx - cx) / np.maximum(rp, 1e-3)) ** 2 + ((qy - np.float32(P["psoas_y"])) / ry) ** 2
         cv.paint(reg, (e < 1) & (qz < z0), T.MUSCLE, over=over)
 
 
@@ -144,7 +196,7 @@ def paint_spine(cv: Canvas, P: dict) -> None:
     inside = over[lab]
     zmod = np.mod(qz - np.float32(P["phase"]), np.float32(P["period"]))
     disc = zmod < P["disc"]
-    mid = (zmod > P["disc"] + 4) & (zmod < P["period"] - 6)
+    mid = (zmod > P["disc"] + 6) & (zmod < P["period"] - 8)
     e = (qx * np.float32(1 / sx)) ** 2 + ((qy - np.float32(cy)) * np.float32(1 / sy)) ** 2
     vb = e < 1
     rim = 1 - 2.0 / min(sx, sy)
@@ -153,8 +205,8 @@ def paint_spine(cv: Canvas, P: dict) -> None:
     lab[vb & disc & inside] = int(T.DISC)
     rc2 = qx * qx + (qy - np.float32(ycan)) ** 2
     ring = (rc2 < P["arch_r"] ** 2) & ((qy < ycan + 2) | (np.abs(qx) > P["canal_r"] - 2)) & (qy < cy - sy + 2)
-    spinous = (np.abs(qx) < 4) & (qy < ycan) & (qy > ycan - P["spinous_len"]) & mid
-    transverse = (np.abs(qy - np.float32(ycan + 3)) < 4) & (np.abs(qx) < P["transverse_len"]) & mid
+    spinous = (np.abs(qx) < 3) & (qy < ycan) & (qy > ycan - P["spinous_len"]) & mid
+    transverse = (np.abs(qy - np.float32(ycan + 3)) < 3) & (np.abs(qx) < P["transverse_len"]) & mid
     bone = (ring | spinous | transverse) & inside
     lab[bone] = int(T.CORTICAL_BONE)
     lab[(rc2 < P["canal_r"] ** 2) & inside] = int(T.CSF)

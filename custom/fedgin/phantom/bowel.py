@@ -1,7 +1,7 @@
 """Hollow viscera: stomach, duodenal C-loop, colon frame and small-bowel loops.
 
 Each is a wall (soft tissue) around a lumen of fluid/stool with gas. The patient is supine, so gas
-collects on the non-dependent (anterior, +y) side; colonic stool gets mottled gas bubbles. Bowel is painted
+collects on the non-dependent (anterior, +y) side; colonic stool gets irregular gas bubbles. Bowel is painted
 only over cavity fat, before the solid organs (which may then displace it).
 """
 
@@ -18,10 +18,13 @@ __all__ = ["paint_stomach", "paint_tube_bowel", "paint_loops"]
 FAT_ONLY = allow(T.FAT)
 
 
-def _mottle(qx: np.ndarray, qy: np.ndarray, qz: np.ndarray, phase: np.ndarray, level: float) -> np.ndarray:
-    """Pseudo-random bubbly pattern (period ~15 mm): True where gas bubbles sit in stool."""
-    f = np.sin(qx * np.float32(0.41) + np.float32(phase[0])) + np.sin(qy * np.float32(0.37) + np.float32(phase[1])) \
-        + np.sin(qz * np.float32(0.45) + np.float32(phase[2]))
+def _bubbles(qx: np.ndarray, qy: np.ndarray, qz: np.ndarray, waves: np.ndarray, phases: np.ndarray,
+             level: float) -> np.ndarray:
+    """Irregular gas bubbles in stool: a sum of plane waves with random directions and wavelengths
+    (``waves`` (K, 3) wave vectors in rad/mm) thresholded at ``level`` (1D arrays in, bool out)."""
+    f = np.zeros(qx.shape, np.float32)
+    for w, ph in zip(waves.astype(np.float32), phases.astype(np.float32)):
+        f += np.sin(qx * w[0] + qy * w[1] + qz * w[2] + ph)
     return f > level
 
 
@@ -44,8 +47,8 @@ def paint_stomach(cv: Canvas, P: dict) -> None:
 
 
 def paint_tube_bowel(cv: Canvas, P: dict) -> None:
-    """Duodenum or colon: a Catmull-Rom tube with wall, lumen, anterior gas and optional stool mottling."""
-    pts, rad = catmull_rom(P["points"], P["radii"], per_segment=4)
+    """Duodenum or colon: a Catmull-Rom tube with wall, lumen, anterior gas and optional stool bubbles."""
+    pts, rad = catmull_rom(P["points"], P["radii"], per_segment=3)
     res = tube_distance(cv, pts, rad)
     if res is None:
         return
@@ -55,8 +58,9 @@ def paint_tube_bowel(cv: Canvas, P: dict) -> None:
     cv.paint(reg, lumen, T.BOWEL_FLUID, over=allow(T.BOWEL_WALL))
     qx, qy, qz = cv.coords(reg)
     gas = lumen & (qy > np.float32(P["gas_y"]))
-    if P.get("mottle") is not None:
-        gas |= lumen & _mottle(qx, qy, qz, P["mottle"], P["mottle_level"])
+    if P.get("bubble_waves") is not None:
+        sel = np.nonzero(lumen)
+        gas[sel] |= _bubbles(qx[sel], qy[sel], qz[sel], P["bubble_waves"], P["bubble_phases"], P["bubble_level"])
     cv.paint(reg, gas, T.GAS, over=allow(T.BOWEL_FLUID))
 
 

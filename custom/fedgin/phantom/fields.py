@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["smooth_noise_1d", "SeparableField", "texture_field"]
+__all__ = ["smooth_noise_1d", "SeparableField", "separable_sum", "texture_field"]
 
 
 def smooth_noise_1d(rng: np.random.Generator, coords: np.ndarray, sigma_mm: float) -> np.ndarray:
@@ -43,15 +43,41 @@ class SeparableField:
         self.factors = [[smooth_noise_1d(rng, self.REF, sigma_mm) for _ in range(3)] for _ in range(rank)]
         self.norm = np.float32(1.0 / np.sqrt(rank))
 
-    def evaluate(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        """The field at the grid with 1D coordinates ``axes`` (mm), float32 of shape (nx, ny, nz)."""
-        out = None
+    def factors_on(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[np.ndarray, ...]]:
+        """The K separable factors (fx, fy, fz) interpolated at ``axes``, already scaled by 1/sqrt(K)."""
+        out = []
         for term_factors in self.factors:
             fx, fy, fz = (np.interp(a, self.REF, f).astype(np.float32) for a, f in zip(axes, term_factors))
-            term = (fx[:, None] * fy[None, :])[:, :, None] * fz[None, None, :]
-            out = term if out is None else np.add(out, term, out=out)
-        out *= self.norm
+            out.append((fx * self.norm, fy, fz))
         return out
+
+    def evaluate(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """The field at the grid with 1D coordinates ``axes`` (mm), float32 of shape (nx, ny, nz)."""
+        return separable_sum((0.0, 0.0, 0.0), axes, self.factors_on(axes), 1.0, 1.0)
+
+
+def separable_sum(linear: tuple[float, float, float], axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  factors: list[tuple[np.ndarray, ...]], amp: float, scale: float,
+                  offset: float = 0.0) -> np.ndarray:
+    """``scale * (offset + l . p + amp * sum_k fx_k fy_k fz_k)`` on the grid, as one float32 matrix product.
+
+    ``linear`` = (lx, ly, lz) is the linear part l, ``factors`` the (fx, fy, fz) of :meth:`SeparableField.factors_on`.
+    Returns float32 (nx, ny, nz).
+    """
+    px, py, pz = (np.asarray(a, np.float32) for a in axes)
+    nx, ny, nz = len(px), len(py), len(pz)
+    lx, ly, lz = (np.float32(v) for v in linear)
+    cols = [((lx * px)[:, None] + (ly * py)[None, :] + np.float32(offset)).ravel()]
+    rows = [np.ones(nz, np.float32)]
+    cols.append(np.ones(nx * ny, np.float32))
+    rows.append(lz * pz)
+    if amp:
+        for fx, fy, fz in factors:
+            cols.append((np.float32(amp) * fx[:, None] * fy[None, :]).ravel())
+            rows.append(fz)
+    A = np.stack(cols, axis=1) * np.float32(scale)
+    B = np.stack(rows, axis=0)
+    return (A @ B).reshape(nx, ny, nz)
 
 
 def texture_field(rng: np.random.Generator, shape: tuple[int, int, int],

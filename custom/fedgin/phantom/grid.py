@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Grid", "decimate_slices", "reorient_array", "orientation_affine"]
+__all__ = ["Grid", "plan_grid", "decimate_slices", "reorient_array", "orientation_affine"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,36 @@ def orientation_affine(affine_ras: np.ndarray, shape: tuple[int, int, int], orie
         flip[1, 3] = shape[1] - 1
         return affine_ras @ flip
     raise ValueError(f"orientation must be 'RAS' or 'LPS', got {orientation!r}")
+
+
+def plan_grid(rng: np.random.Generator, x_range: tuple[float, float], y_range: tuple[float, float],
+              z_range: tuple[float, float], inplane: tuple[float, float], slice_choices: tuple[float, ...],
+              max_inplane: int = 280, max_slices: int = 140) -> Grid:
+    """Choose the acquisition grid covering the patient-frame ranges (mm) plus a random margin.
+
+    In-plane spacing ~ U(inplane), coarsened if a side would exceed ``max_inplane`` voxels; slice spacing drawn
+    from ``slice_choices`` and bumped to the next larger choice while the stack would exceed ``max_slices``.
+    Slices >= 4 mm are painted as 3 sub-slices. The world position of the patient frame (the table offset)
+    is random: +-20 mm in-plane, -350..150 mm along z.
+    """
+    choices = sorted(slice_choices)
+    k = int(rng.integers(len(choices)))
+    d_in = float(rng.uniform(*inplane))
+    margins = rng.uniform(5, 30, 4)
+    xs = (x_range[0] - margins[0], x_range[1] + margins[1])
+    ys = (y_range[0] - margins[2], y_range[1] + margins[3])
+    d_in = round(max(d_in, (xs[1] - xs[0]) / max_inplane, (ys[1] - ys[0]) / max_inplane), 3)
+    zext = z_range[1] - z_range[0]
+    while k + 1 < len(choices) and zext / choices[k] + 1 > max_slices:
+        k += 1
+    dz = float(choices[k])
+    nx = int(np.ceil((xs[1] - xs[0]) / d_in)) + 1
+    ny = int(np.ceil((ys[1] - ys[0]) / d_in)) + 1
+    nz = int(np.ceil(zext / dz)) + 1
+    offset = (float(rng.uniform(-20, 20)), float(rng.uniform(-20, 20)), float(rng.uniform(-350, 150)))
+    cx, cy = 0.5 * (xs[0] + xs[1]), 0.5 * (ys[0] + ys[1])
+    origin_patient = (cx - 0.5 * (nx - 1) * d_in, cy - 0.5 * (ny - 1) * d_in, z_range[0])
+    origin = tuple(round(o + t, 3) for o, t in zip(origin_patient, offset))
+    sub = 3 if dz >= 4.0 else 1
+    return Grid(shape=(nx, ny, nz), spacing=(d_in, d_in, dz), origin=origin, sub=sub,
+                table_offset=offset)

@@ -43,7 +43,7 @@ def catmull_rom(points: np.ndarray, values: np.ndarray, per_segment: int = 6) ->
 
 
 def paint_liver(cv: Canvas, P: dict, dia: dict) -> None:
-    """Right lobe and left lobe ellipsoids, cut by an oblique visceral plane, below the diaphragm."""
+    """Right lobe and left lobe ellipsoids, cut by a curved oblique visceral surface, below the diaphragm."""
     over = allow(T.FAT, *BOWEL)
     n = np.asarray(P["cut_normal"], float)
     for lobe in ("right", "left"):
@@ -53,7 +53,8 @@ def paint_liver(cv: Canvas, P: dict, dia: dict) -> None:
         reg, r2 = res
         qx, qy, qz = cv.coords(reg)
         cut = (qx - np.float32(P["cut_point"][0])) * np.float32(n[0]) + \
-              (qz - np.float32(P["cut_point"][2])) * np.float32(n[2])
+              (qz - np.float32(P["cut_point"][2])) * np.float32(n[2]) + \
+              np.float32(P["cut_curv"]) * ((qy - np.float32(P["cut_point"][1])) * np.float32(1 / 60.0)) ** 2
         below = qz < diaphragm_z(qx, qy, dia) - np.float32(dia["thickness"])
         cv.paint(reg, (r2 < 1) & (cut < 0) & below, T.LIVER, over=over, in_cavity=True)
 
@@ -126,7 +127,7 @@ def paint_veins(cv: Canvas, trees: list[dict]) -> None:
 
 def paint_great_vessels(cv: Canvas, P: dict) -> None:
     """Aorta and IVC as vertical elliptic tubes whose centres drift linearly with z; they carve any organ."""
-    over = allow(T.FAT, T.MUSCLE, T.LIVER, T.LIVER_VESSEL, T.SPLEEN, T.PANCREAS, T.VEIN, T.GALLBLADDER,
+    over = allow(T.FAT, T.MUSCLE, T.LUNG, T.LIVER, T.LIVER_VESSEL, T.SPLEEN, T.PANCREAS, T.VEIN, T.GALLBLADDER,
                  T.KIDNEY_L_CORTEX, T.KIDNEY_L_MEDULLA, T.KIDNEY_R_CORTEX, T.KIDNEY_R_MEDULLA, *BOWEL)
     for name, tissue in (("aorta", T.AORTA), ("ivc", T.VEIN)):
         v = P[name]

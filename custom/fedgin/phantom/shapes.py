@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .fields import SeparableField
+from .fields import SeparableField, separable_sum
 from .tissues import Tissue
 
 __all__ = ["Canvas", "rotation", "frame", "ellipsoid_r2", "tube_distance", "allow"]
@@ -67,26 +67,23 @@ class Canvas:
         self.rot = np.asarray(rot, float)
         self.scale = float(scale)
         self.shape = tuple(len(a) for a in self.axes)
-        px, py, pz = (a.astype(np.float32) for a in self.axes)
-        inv_s = np.float32(1.0 / self.scale)
         self.umax = np.zeros(3)
+        if displacement is not None:
+            fields, amp = displacement
+        else:
+            fields, amp = [None, None, None], 0.0
         q = []
         for i in range(3):
-            r = self.rot[i].astype(np.float32)
-            plane = (r[0] * px)[:, None] + (r[1] * py)[None, :]
-            qi = plane[:, :, None] + (r[2] * pz)[None, None, :]
-            if displacement is not None:
-                fields, amp = displacement
-                u = fields[i].evaluate(self.axes)
-                u *= np.float32(amp)
-                self.umax[i] = float(np.abs(u).max())
-                qi += u
-                del u
-            qi *= inv_s
-            q.append(qi)
+            factors = fields[i].factors_on(self.axes) if fields[i] is not None else []
+            q.append(separable_sum(tuple(self.rot[i]), self.axes, factors, amp, 1.0 / self.scale))
+            if factors:  # |u| max estimated on a coarse sub-grid, +25 %
+                sub = tuple(a[::4] for a in self.axes)
+                u = separable_sum((0.0, 0.0, 0.0), sub, fields[i].factors_on(sub), amp, 1.0)
+                self.umax[i] = 1.25 * float(np.abs(u).max()) + 1.0
         self.q = q
         self.labels = np.zeros(self.shape, dtype=np.uint8)
         self.cavity = np.zeros(self.shape, dtype=bool)
+        self.wall: dict | None = None  # body-wall geometry kept by the wall painter for the rib painter
 
     def region(self, lo: Iterable[float], hi: Iterable[float]) -> Region | None:
         """Index box of the voxels whose q may lie in the q-box [lo, hi] (mm); None if outside the grid."""
@@ -139,17 +136,19 @@ def ellipsoid_r2(cv: Canvas, center: Iterable[float], semi: Iterable[float],
     if reg is None:
         return None
     qx, qy, qz = cv.coords(reg)
-    dx, dy, dz = qx - np.float32(c[0]), qy - np.float32(c[1]), qz - np.float32(c[2])
-    r2 = None
+    d = (np.subtract(qx, np.float32(c[0])), np.subtract(qy, np.float32(c[1])), np.subtract(qz, np.float32(c[2])))
+    r2 = np.zeros(d[0].shape, np.float32)
+    lj = np.empty_like(r2)
+    tmp = np.empty_like(r2)
     for j in range(3):
-        lj = rmat[0, j] * dx if rmat[0, j] != 0 else 0.0
-        if rmat[1, j] != 0:
-            lj = lj + rmat[1, j] * dy
-        if rmat[2, j] != 0:
-            lj = lj + rmat[2, j] * dz
-        lj = np.asarray(lj, dtype=np.float32) * np.float32(1.0 / s[j])
-        term = lj * lj
-        r2 = term if r2 is None else r2 + term
+        w = rmat[:, j] / s[j]
+        np.multiply(d[0], np.float32(w[0]), out=lj)
+        for i in (1, 2):
+            if w[i] != 0:
+                np.multiply(d[i], np.float32(w[i]), out=tmp)
+                lj += tmp
+        lj *= lj
+        r2 += lj
     return reg, r2
 
 
@@ -166,20 +165,38 @@ def tube_distance(cv: Canvas, points: np.ndarray, radii: np.ndarray,
     reg = cv.region(pts.min(axis=0) - rmax, pts.max(axis=0) + rmax)
     if reg is None:
         return None
-    qx, qy, qz = cv.coords(reg)
-    best = None
+    best = np.full(tuple(r.stop - r.start for r in reg), np.inf, dtype=np.float32)
     for a, b, ra, rb in zip(pts[:-1], pts[1:], rad[:-1], rad[1:]):
-        seg = b - a
-        L2 = float(seg.dot(seg)) or 1e-9
-        dx, dy, dz = qx - np.float32(a[0]), qy - np.float32(a[1]), qz - np.float32(a[2])
-        t = (dx * np.float32(seg[0] / L2) + dy * np.float32(seg[1] / L2) + dz * np.float32(seg[2] / L2))
+        rs = max(ra, rb) * margin
+        sreg = cv.region(np.minimum(a, b) - rs, np.maximum(a, b) + rs)
+        if sreg is None:
+            continue
+        sreg = tuple(slice(max(s.start, r.start), min(s.stop, r.stop)) for s, r in zip(sreg, reg))
+        if any(s.stop <= s.start for s in sreg):
+            continue
+        qx, qy, qz = cv.coords(sreg)
+        seg = (b - a).astype(np.float32)
+        L2 = float(seg.astype(float).dot(seg)) or 1e-9
+        dx = np.subtract(qx, np.float32(a[0]))
+        dy = np.subtract(qy, np.float32(a[1]))
+        dz = np.subtract(qz, np.float32(a[2]))
+        t = dx * (seg[0] / np.float32(L2))
+        tmp = dy * (seg[1] / np.float32(L2))
+        t += tmp
+        np.multiply(dz, seg[2] / np.float32(L2), out=tmp)
+        t += tmp
         np.clip(t, 0.0, 1.0, out=t)
-        ex = dx - t * np.float32(seg[0])
-        ey = dy - t * np.float32(seg[1])
-        ez = dz - t * np.float32(seg[2])
-        d2 = ex * ex + ey * ey + ez * ez
-        r = np.float32(ra) + t * np.float32(rb - ra)
-        d = d2 / (r * r)
-        best = d if best is None else np.minimum(best, d, out=best)
+        for dd, comp in ((dx, seg[0]), (dy, seg[1]), (dz, seg[2])):
+            np.multiply(t, comp, out=tmp)
+            dd -= tmp
+            dd *= dd
+        dx += dy
+        dx += dz                                     # squared distance
+        t *= np.float32(rb - ra)
+        t += np.float32(ra)                          # radius along the segment
+        t *= t
+        dx /= t
+        local = tuple(slice(s.start - r0.start, s.stop - r0.start) for s, r0 in zip(sreg, reg))
+        np.minimum(best[local], dx, out=best[local])
     np.sqrt(best, out=best)
     return reg, best

@@ -167,8 +167,9 @@ MR_TABLE: dict[Tissue, MRValue] = {
     T.KIDNEY_R_MEDULLA: MRValue(1412, 1545, 85, 81, 0.88),      # de Bazelaire 2004
     T.KIDNEY_L_CORTEX: MRValue(966, 1142, 87, 76, 0.85),
     T.KIDNEY_L_MEDULLA: MRValue(1412, 1545, 85, 81, 0.88),
-    # bile: median T1 1316 (320-2630), T2 676 (174-1430) at 1.5 T, Acta Radiol 2002; no 3 T value -> same
-    T.GALLBLADDER: MRValue(1316, 1316, 676, 676, 0.95),
+    # bile: median T1 1316 (320-2630), T2 676 (174-1430) at 1.5 T, Acta Radiol 2002; no 3 T value: T1 +10 %
+    # (approx., the usual 1.5 -> 3 T lengthening of fluid T1), T2 unchanged
+    T.GALLBLADDER: MRValue(1316, 1450, 676, 676, 0.95),
     T.PANCREAS: MRValue(584, 725, 46, 43, 0.75),                # de Bazelaire 2004 (1.5 T recalled); Gilligan 2019
     T.BOWEL_WALL: MRValue(900, 1100, 50, 45, 0.8),              # approx.
     T.BOWEL_FLUID: MRValue(2500, 2800, 600, 550, 0.95),         # approx. (fluid content, bright on T2)
