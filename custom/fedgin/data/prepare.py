@@ -1,0 +1,277 @@
+"""``prepare_site``: one site's source dataset -> the slice cache + ``datalist.json`` of ``fedgin.data.datalist``.
+
+Steps per case: the layout adapter decodes the image and merges the requested organ masks (RAS voxel order,
+``fedgin.data.totalseg``), ``fedgin.data.preprocess`` resamples / pads / z-scores, and the volume is written as an
+axial slice stack ``(S, H, W)``.
+
+Split policy: when the dataset defines splits (TotalSegmentator: the ``split`` column of ``meta.csv``), they are
+used as they are, even if a split ends up empty (a warning says so). Otherwise the cases (never slices) are shuffled
+with ``numpy.random.default_rng(seed)`` in ``case_id`` order and cut into test, validation and training parts of
+``round(n * fraction)`` cases; with 3 or more cases validation and test get at least one case each and training
+keeps at least one. With 1 or 2 cases everything is training (with a warning).
+
+Atomic output: everything is built in a hidden temporary folder next to ``output_dir`` and renamed into place at
+the end; on any error the temporary folder is removed and ``output_dir`` is left as it was. An existing
+``output_dir`` is replaced as a whole only when it holds a previous cache (``datalist.json`` and ``cases/``, nothing
+else) or is empty; anything else in it is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fedgin.data import totalseg
+from fedgin.data.datalist import FORMAT, SPLITS
+from fedgin.data.errors import PrepareError
+from fedgin.data.nifti import voxel_spacing
+from fedgin.data.preprocess import Z_RULE, normalization_text, preprocess_case, to_slices
+from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase
+
+__all__ = ["LAYOUTS", "prepare_site", "split_cases"]
+
+log = logging.getLogger(__name__)
+
+#: dataset layout name -> adapter (add new dataset formats here)
+LAYOUTS: dict[str, LayoutAdapter] = {"totalseg": totalseg.ADAPTER}
+
+_CACHE_ENTRIES = {"datalist.json", "cases"}
+
+
+def split_cases(
+    case_ids: Sequence[str], *, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2
+) -> dict[str, list[str]]:
+    """Seeded split by case: ``{"training": [...], "validation": [...], "test": [...]}`` (each sorted).
+
+    See the module docstring for the rule; the result depends only on the set of ids and the seed.
+    """
+    ids = sorted(case_ids)
+    n = len(ids)
+    if n < 3:
+        if n:
+            log.warning("only %d case(s): all go to training, validation and test are empty", n)
+        return {"training": ids, "validation": [], "test": []}
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(n)]
+    n_test = max(1, int(math.floor(n * test_fraction + 0.5)))
+    n_val = max(1, int(math.floor(n * val_fraction + 0.5)))
+    while n_test + n_val > n - 1:  # keep at least one training case
+        if n_test >= n_val and n_test > 1:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return {
+        "test": sorted(order[:n_test]),
+        "validation": sorted(order[n_test : n_test + n_val]),
+        "training": sorted(order[n_test + n_val :]),
+    }
+
+
+def _check_args(
+    layout: str, site: str, modality: str, organs: Sequence[str], spacing: float, size: int,
+    val_fraction: float, test_fraction: float, clip_percentiles: Sequence[float] | None,
+) -> None:
+    if layout not in LAYOUTS:
+        raise PrepareError(f"unknown layout {layout!r}; available: {', '.join(sorted(LAYOUTS))}")
+    if modality not in MODALITIES:
+        raise PrepareError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if not site or "/" in site or "\\" in site:
+        raise PrepareError(f"bad site name {site!r}")
+    if isinstance(organs, str) or not organs:
+        raise PrepareError(f"organs must be a non-empty list of structure names, got {organs!r}")
+    for organ in organs:
+        if not isinstance(organ, str) or not organ or "/" in organ or "\\" in organ or organ == "background":
+            raise PrepareError(f"bad organ name {organ!r}")
+    dupes = sorted({o for o in organs if list(organs).count(o) > 1})
+    if dupes:
+        raise PrepareError(f"organs listed twice: {', '.join(dupes)}")
+    if len(organs) > 255:
+        raise PrepareError(f"{len(organs)} organs; the uint8 label cache holds at most 255")
+    if not (spacing > 0 and math.isfinite(spacing)):
+        raise PrepareError(f"spacing must be a positive number of mm, got {spacing}")
+    if int(size) != size or size < 1:
+        raise PrepareError(f"size must be a positive integer, got {size}")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise PrepareError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0 and sum < 1")
+    if clip_percentiles is not None:
+        if len(clip_percentiles) != 2 or not (0 <= clip_percentiles[0] < clip_percentiles[1] <= 100):
+            raise PrepareError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {clip_percentiles}")
+
+
+def _check_output(output_dir: Path, input_dir: Path) -> None:
+    if output_dir.resolve() == input_dir.resolve():
+        raise PrepareError(f"{output_dir}: the output folder cannot be the input folder")
+    if output_dir.exists() or output_dir.is_symlink():
+        if not output_dir.is_dir():
+            raise PrepareError(f"{output_dir}: output path exists and is not a folder")
+        entries = {p.name for p in output_dir.iterdir()}
+        if entries and not ("datalist.json" in entries and entries <= _CACHE_ENTRIES):
+            raise PrepareError(
+                f"{output_dir}: output folder exists and holds other files than a previous cache "
+                f"({', '.join(sorted(entries - _CACHE_ENTRIES)[:5]) or 'no datalist.json'}); choose another folder"
+            )
+
+
+def _install(tmp: Path, output_dir: Path) -> None:
+    """Move the finished temporary folder into place, replacing an old cache as a whole."""
+    if output_dir.exists():
+        backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        backup.rmdir()
+        os.rename(output_dir, backup)
+        try:
+            os.rename(tmp, output_dir)
+        except BaseException:
+            os.rename(backup, output_dir)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.rename(tmp, output_dir)
+
+
+def _label_counts(label: np.ndarray, k: int) -> list[int]:
+    """Voxel count of each id 0..k (no int64 copy of the volume, unlike ``np.bincount``)."""
+    return [int(np.count_nonzero(label == i)) for i in range(k + 1)]
+
+
+def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: LayoutAdapter, spacing: float,
+                size: int, clip_percentiles: Sequence[float] | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    loaded = adapter.load_case(case, organs)
+    source_counts = _label_counts(loaded.label, len(organs))
+    pre = preprocess_case(
+        loaded.image, loaded.label, loaded.affine, spacing=spacing, size=size, clip_percentiles=clip_percentiles
+    )
+    counts = _label_counts(pre.label, len(organs))
+    for k, organ in enumerate(organs, start=1):
+        if source_counts[k] and not counts[k]:
+            log.warning("case %s: organ %r (%d source voxels) is lost in the cache (cropped away?)",
+                        case.case_id, organ, int(source_counts[k]))
+        elif not source_counts[k]:
+            log.warning("case %s: the mask of organ %r is empty", case.case_id, organ)
+    image_rel = f"cases/{case.case_id}_image.npy"
+    label_rel = f"cases/{case.case_id}_label.npy"
+    np.save(tmp / image_rel, to_slices(pre.image).astype(np.float32, copy=False))
+    np.save(tmp / label_rel, to_slices(pre.label).astype(np.uint8, copy=False))
+    log.debug("case %s prepared in %.2f s", case.case_id, time.perf_counter() - t0)
+    return {
+        "case_id": case.case_id,
+        "modality": case.modality,
+        "image": image_rel,
+        "label": label_rel,
+        "num_slices": int(pre.image.shape[2]),
+        "spacing_mm": [round(float(s), 9) for s in voxel_spacing(pre.affine)],
+        "affine": np.asarray(pre.affine, dtype=float).tolist(),
+        "source_image": str(Path(case.image_path).resolve()),
+        "source_shape": [int(s) for s in loaded.source_shape],
+        "source_affine": np.asarray(loaded.source_affine, dtype=float).tolist(),
+        "foreground_voxels": {organ: int(counts[k]) for k, organ in enumerate(organs, start=1)},
+    }
+
+
+def prepare_site(
+    *,
+    layout: str,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    site: str,
+    modality: str,
+    organs: list[str],
+    spacing: float = 1.5,
+    size: int = 256,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    clip_percentiles: Sequence[float] | None = (0.5, 99.5),
+    progress: bool = True,
+) -> Path:
+    """Build one site's slice cache and ``datalist.json`` (format of ``fedgin.data.datalist``).
+
+    Args:
+        layout: dataset layout, a key of :data:`LAYOUTS` (``"totalseg"``).
+        input_dir: the source dataset folder.
+        output_dir: the cache folder to create (see the module docstring for what may already be there).
+        site: site name stored in the datalist.
+        modality: ``"ct"`` (cases with ``ct.nii.gz``) or ``"mri"`` (cases with ``mri.nii.gz``).
+        organs: structures to segment; label id k is ``organs[k-1]``.
+        spacing: in-plane target spacing (mm); z follows the paper's rule (keep, below 2.5 mm -> 3 mm).
+        size: in-plane size of the cached slices (centre pad/crop).
+        seed: seed of the by-case split (used only when the dataset defines no split).
+        val_fraction, test_fraction: fractions of cases for the seeded split.
+        clip_percentiles: percentile clip before the z-score, ``None`` to turn clipping off.
+        progress: show a tqdm bar over cases.
+
+    Returns:
+        The path of the written ``datalist.json``.
+
+    Raises:
+        PrepareError (and its subclasses NiftiError / LayoutError): bad arguments, no case of that modality, a bad
+        or missing file; the message names the file, case or folder. Nothing is left behind on error.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    organs = list(organs) if not isinstance(organs, str) else organs
+    _check_args(layout, site, modality, organs, spacing, size, val_fraction, test_fraction, clip_percentiles)
+    if not input_dir.is_dir():
+        raise PrepareError(f"{input_dir}: input folder not found")
+    _check_output(output_dir, input_dir)
+    adapter = LAYOUTS[layout]
+    cases = adapter.list_cases(input_dir, modality)
+    if not cases:
+        raise PrepareError(
+            f"{input_dir}: no {modality} case found for site {site!r} (layout {layout!r}: {adapter.description})"
+        )
+    if adapter.check_case is not None:
+        for case in cases:
+            adapter.check_case(case, organs)
+    if all(c.split is not None for c in cases):
+        split_of = {c.case_id: c.split for c in cases}
+        policy = "dataset"
+    else:
+        parts = split_cases([c.case_id for c in cases], seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        split_of = {cid: split for split, ids in parts.items() for cid in ids}
+        policy = f"seeded (seed {seed})"
+    for split in SPLITS:
+        if not any(s == split for s in split_of.values()):
+            log.warning("site %s: the %s split is empty (%s split of %d cases)", site, split, policy, len(cases))
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        (tmp / "cases").mkdir()
+        datalist: dict[str, Any] = {
+            "format": FORMAT,
+            "site": site,
+            "modality": modality,
+            "layout": layout,
+            "source": str(input_dir.resolve()),
+            "labels": {"0": "background", **{str(k): o for k, o in enumerate(organs, start=1)}},
+            "spacing_mm": [float(spacing), float(spacing)],
+            "size_px": [int(size), int(size)],
+            "z_rule": Z_RULE,
+            "normalization": normalization_text(clip_percentiles),
+            "seed": int(seed),
+            **{split: [] for split in SPLITS},
+        }
+        with tqdm(cases, desc=f"prepare {site}", unit="case", disable=not progress) as bar:
+            for case in bar:
+                bar.set_postfix_str(case.case_id)
+                entry = _case_entry(case, organs, tmp, adapter, spacing, int(size), clip_percentiles)
+                datalist[split_of[case.case_id]].append(entry)
+        (tmp / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+        _install(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    n = {s: len(datalist[s]) for s in SPLITS}
+    log.info("site %s: %d %s cases prepared into %s (%s split: %s)", site, len(cases), modality, output_dir, policy, n)
+    return output_dir / "datalist.json"

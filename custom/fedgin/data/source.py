@@ -1,0 +1,69 @@
+"""What a dataset-layout adapter hands to ``prepare_site``: the generic types shared by all layouts.
+
+A layout adapter (see ``fedgin.data.prepare.LAYOUTS``) is two functions:
+
+* ``list_cases(input_dir, modality) -> list[SourceCase]``: the cases of one modality, sorted by ``case_id``, each
+  with its split when the dataset defines one (``None`` otherwise, then ``prepare_site`` draws a seeded split);
+* ``load_case(case, organs) -> LoadedCase``: the image and the merged label map (ids 1..K in ``organs`` order), both
+  in RAS voxel order on the image's grid;
+* optionally ``check_case(case, organs)``: a cheap pre-flight check (file presence, headers) run on all cases
+  before the first one is decoded, so that a bad case late in the list fails in seconds, not after hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SourceCase", "LoadedCase", "LayoutAdapter", "MODALITIES"]
+
+MODALITIES = ("ct", "mri")
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One case found in a source dataset (nothing decoded yet)."""
+
+    case_id: str
+    modality: str
+    image_path: Path
+    folder: Path
+    split: str | None = None  # "training" / "validation" / "test" when the dataset defines it
+
+
+@dataclass(frozen=True)
+class LoadedCase:
+    """A decoded case in RAS voxel order.
+
+    Attributes:
+        case_id: the case's id.
+        image: float32 intensities, RAS voxel order.
+        label: uint8 label map on the same grid (0 background, 1..K in the requested organ order).
+        affine: 4x4 voxel centre -> world mm of ``image``/``label``.
+        source_image: the image file read.
+        source_shape: the image's 3-D shape as stored in the file.
+        source_affine: the image file's affine as stored.
+    """
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray
+    source_image: Path
+    source_shape: tuple[int, int, int]
+    source_affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class LayoutAdapter:
+    """A dataset layout: how to find its cases and how to load one of them."""
+
+    name: str
+    description: str
+    list_cases: Callable[[Path, str], list[SourceCase]]
+    load_case: Callable[[SourceCase, Sequence[str]], LoadedCase]
+    #: optional cheap check (headers, file presence) run on every case before any case is decoded
+    check_case: Callable[[SourceCase, Sequence[str]], None] | None = None

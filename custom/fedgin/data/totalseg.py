@@ -1,0 +1,279 @@
+"""The TotalSegmentator dataset layout (CT v2 and MRI v1 releases, and the project's phantom, which mimics it).
+
+Layout::
+
+    <root>/meta.csv                                   optional; ';'-separated; columns image_id;split;... (any order)
+    <root>/<case_id>/ct.nii.gz   or   mri.nii.gz      the image (a folder may hold both; each modality is read apart)
+    <root>/<case_id>/segmentations/<organ>.nii.gz     one binary mask per structure, on the image's grid
+
+Rules applied here:
+
+* Cases of a modality are the sub-folders (not starting with ".") that hold ``ct.nii.gz`` (``ct``) or
+  ``mri.nii.gz`` (``mri``); ``.nii`` is accepted as well. They are sorted by folder name, which is the ``case_id``.
+* ``meta.csv``: when it has a ``split`` column, its values ``train``/``val``/``test`` (or ``training``/
+  ``validation``) give each case's split; any other value, or a case on disk that ``meta.csv`` does not list, is an
+  error. Rows for cases that are not on disk (or of another modality) are ignored. Without ``meta.csv`` or without a
+  ``split`` column, the cases carry no split.
+* Masks must be binary (every value 0 or 1, any dtype) and lie on the image's grid: same shape and the same affine
+  within 1e-3 (mm), compared after both are put in RAS voxel order, so a mask stored in another voxel order of the
+  same grid is accepted.
+* Merging: organ k of the requested list gets label id k (1-based). Where masks overlap, the organ later in the list
+  wins, and a warning gives the number of voxels taken over from each earlier organ.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fedgin.data.errors import LayoutError
+from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+
+__all__ = [
+    "IMAGE_NAMES",
+    "META_SPLITS",
+    "AFFINE_TOLERANCE_MM",
+    "list_cases",
+    "read_meta_splits",
+    "organ_mask_path",
+    "available_organs",
+    "check_case",
+    "merge_organ_masks",
+    "load_case",
+    "ADAPTER",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_NAMES = {"ct": "ct", "mri": "mri"}  # modality -> image file stem
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+META_SPLITS = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "validation": "validation",
+    "test": "test",
+}
+AFFINE_TOLERANCE_MM = 1e-3
+SEGMENTATION_DIR = "segmentations"
+
+
+def _find_nifti(folder: Path, stem: str) -> Path | None:
+    for suffix in NIFTI_SUFFIXES:
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def read_meta_splits(root: str | Path) -> dict[str, str] | None:
+    """Read ``<root>/meta.csv`` and return ``{image_id: split}`` (splits as datalist names), or ``None``.
+
+    ``None`` means there is no ``meta.csv`` or it has no ``split`` column.
+
+    Raises:
+        LayoutError: unreadable file, no ``image_id`` column, an empty id, an unknown split value, or one id listed
+            with two different splits. The message names ``meta.csv`` and the row.
+    """
+    path = Path(root) / "meta.csv"
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LayoutError(f"{path}: cannot read meta.csv ({e})") from e
+    rows = list(csv.reader(text.splitlines(), delimiter=";"))
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise LayoutError(f"{path}: meta.csv is empty (expected a ';'-separated header with image_id;split)")
+    header = [c.strip() for c in rows[0]]
+    if "image_id" not in header:
+        raise LayoutError(f"{path}: no 'image_id' column in header {header} (the file must be ';'-separated)")
+    if "split" not in header:
+        log.info("%s: no 'split' column; the split will be drawn by case with the seed", path)
+        return None
+    i_id, i_split = header.index("image_id"), header.index("split")
+    splits: dict[str, str] = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        cells = [c.strip() for c in row]
+        if len(cells) <= max(i_id, i_split):
+            raise LayoutError(f"{path}: line {line_no} has {len(cells)} fields, expected at least {max(i_id, i_split) + 1}")
+        case_id, value = cells[i_id], cells[i_split]
+        if not case_id:
+            raise LayoutError(f"{path}: line {line_no} has an empty image_id")
+        split = META_SPLITS.get(value.lower())
+        if split is None:
+            raise LayoutError(
+                f"{path}: line {line_no}, case {case_id!r}: unknown split {value!r} (expected one of train, val, test)"
+            )
+        if splits.get(case_id, split) != split:
+            raise LayoutError(f"{path}: case {case_id!r} is listed with two splits ({splits[case_id]} and {split})")
+        splits[case_id] = split
+    return splits
+
+
+def list_cases(root: str | Path, modality: str) -> list[SourceCase]:
+    """The cases of one modality under a TotalSegmentator-layout folder, sorted by ``case_id``.
+
+    Raises:
+        LayoutError: ``root`` is not a folder, an unknown modality, or ``meta.csv`` problems (see
+            :func:`read_meta_splits`), including a case on disk that a split-bearing ``meta.csv`` does not list.
+    """
+    root = Path(root)
+    if modality not in MODALITIES:
+        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if not root.is_dir():
+        raise LayoutError(f"{root}: input folder not found")
+    splits = read_meta_splits(root)
+    stem = IMAGE_NAMES[modality]
+    cases: list[SourceCase] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        image = _find_nifti(folder, stem)
+        if image is None:
+            continue
+        split = None
+        if splits is not None:
+            if folder.name not in splits:
+                raise LayoutError(f"{root / 'meta.csv'}: case {folder.name!r} ({image}) is not listed in meta.csv")
+            split = splits[folder.name]
+        cases.append(SourceCase(case_id=folder.name, modality=modality, image_path=image, folder=folder, split=split))
+    return cases
+
+
+def organ_mask_path(case: SourceCase, organ: str) -> Path:
+    """Path of an organ's mask for a case (the ``.nii.gz`` name when neither exists)."""
+    seg = case.folder / SEGMENTATION_DIR
+    return _find_nifti(seg, organ) or seg / f"{organ}.nii.gz"
+
+
+def available_organs(case: SourceCase) -> list[str]:
+    """Names of the structures that have a mask file in the case's ``segmentations`` folder."""
+    seg = case.folder / SEGMENTATION_DIR
+    if not seg.is_dir():
+        return []
+    names = set()
+    for p in seg.iterdir():
+        for suffix in NIFTI_SUFFIXES:
+            if p.name.endswith(suffix):
+                names.add(p.name[: -len(suffix)])
+                break
+    return sorted(names)
+
+
+def _check_grid(case: SourceCase, mask_path: Path, mask_shape: tuple, mask_affine: np.ndarray,
+                image_path: Path, image_shape: tuple, image_affine: np.ndarray) -> None:
+    """Shapes and affines given in RAS voxel order; errors name the mask file and the case."""
+    if tuple(mask_shape) != tuple(image_shape):
+        raise LayoutError(
+            f"{mask_path}: case {case.case_id!r}: mask shape {tuple(mask_shape)} differs from its image "
+            f"{image_path.name} shape {tuple(image_shape)} (both in RAS voxel order)"
+        )
+    diff = float(np.abs(np.asarray(mask_affine) - np.asarray(image_affine)).max())
+    if diff > AFFINE_TOLERANCE_MM:
+        raise LayoutError(
+            f"{mask_path}: case {case.case_id!r}: mask affine differs from its image {image_path.name} by up to "
+            f"{diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)\nmask:\n{np.asarray(mask_affine)}\n"
+            f"image:\n{np.asarray(image_affine)}"
+        )
+
+
+def _missing_organ_error(case: SourceCase, organ: str, path: Path) -> LayoutError:
+    have = available_organs(case)
+    shown = (", ".join(have[:20]) + (" ..." if len(have) > 20 else "")) if have else "none"
+    return LayoutError(f"{path}: case {case.case_id!r} has no mask for organ {organ!r} (masks present: {shown})")
+
+
+def check_case(case: SourceCase, organs: Sequence[str]) -> None:
+    """Cheap pre-flight check from the NIfTI headers only (no voxel data decoded).
+
+    Finds, before any heavy work, a missing organ mask, an unreadable header, a non-3-D file, and a mask whose grid
+    (shape/affine, in RAS voxel order) differs from the image's. Corrupt voxel data and non-binary masks are found
+    by :func:`load_case`.
+    """
+    img, shape = open_nifti(case.image_path)
+    image_shape, image_affine = ras_geometry(shape, img.affine)
+    for organ in organs:
+        path = organ_mask_path(case, organ)
+        if not path.is_file():
+            raise _missing_organ_error(case, organ, path)
+        m, m_shape = open_nifti(path)
+        mask_shape, mask_affine = ras_geometry(m_shape, m.affine)
+        _check_grid(case, path, mask_shape, mask_affine, case.image_path, image_shape, image_affine)
+
+
+def _check_mask(mask: RasVolume, image: RasVolume, case: SourceCase) -> np.ndarray:
+    """Validate one mask against its image and return it as a bool array."""
+    _check_grid(case, mask.path, mask.data.shape, mask.affine, image.path, image.data.shape, image.affine)
+    data = mask.data
+    if data.dtype == np.bool_:
+        return data
+    if np.issubdtype(data.dtype, np.integer):
+        ok = int(data.max()) <= 1 and (np.issubdtype(data.dtype, np.unsignedinteger) or int(data.min()) >= 0)
+    else:
+        ok = bool(np.all((data == 0) | (data == 1)))
+    if not ok:
+        bad = np.unique(data[(data != 0) & (data != 1)])
+        raise LayoutError(
+            f"{mask.path}: case {case.case_id!r}: mask is not binary (values other than 0/1: "
+            f"{bad[:5].tolist()}{' ...' if bad.size > 5 else ''})"
+        )
+    return data != 0
+
+
+def merge_organ_masks(case: SourceCase, organs: Sequence[str], image: RasVolume) -> np.ndarray:
+    """Merge the requested organs' masks into one uint8 label map (ids 1..K in ``organs`` order), RAS voxel order.
+
+    Overlaps: the organ later in ``organs`` wins; a warning logs how many voxels it took from each earlier organ.
+
+    Raises:
+        LayoutError: a requested organ has no mask file (the message lists the organs the case has), a mask's
+            shape or affine differs from the image's, or a mask is not binary.
+        NiftiError: a mask file is unreadable/corrupt or not 3-D.
+    """
+    if len(organs) > 255:
+        raise LayoutError(f"{len(organs)} organs requested; the uint8 label map holds at most 255")
+    label = np.zeros_like(image.data, dtype=np.uint8)  # same memory layout as the image
+    for k, organ in enumerate(organs, start=1):
+        path = organ_mask_path(case, organ)
+        if not path.is_file():
+            raise _missing_organ_error(case, organ, path)
+        mask = _check_mask(read_nifti_ras(path), image, case)
+        if np.logical_and(mask, label).any():
+            taken = label[mask]
+            counts = np.bincount(taken, minlength=k)
+            detail = ", ".join(f"{organs[j - 1]}: {int(counts[j])}" for j in range(1, k) if counts[j])
+            log.warning(
+                "case %s: %d voxels of %r overlap earlier organs (%s); the later organ %r wins",
+                case.case_id, int(np.count_nonzero(taken)), organ, detail, organ,
+            )
+        np.copyto(label, np.uint8(k), where=mask)
+    return label
+
+
+def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
+    """Decode a case: float32 image and merged label map in RAS voxel order, plus the source geometry."""
+    image = read_nifti_ras(case.image_path, dtype=np.float32)
+    label = merge_organ_masks(case, organs, image)
+    return LoadedCase(
+        case_id=case.case_id,
+        image=image.data,
+        label=label,
+        affine=image.affine,
+        source_image=case.image_path,
+        source_shape=image.source_shape,
+        source_affine=image.source_affine,
+    )
+
+
+ADAPTER = LayoutAdapter(
+    name="totalseg",
+    description="TotalSegmentator layout: <case>/{ct,mri}.nii.gz + <case>/segmentations/<organ>.nii.gz + meta.csv",
+    list_cases=list_cases,
+    load_case=load_case,
+    check_case=check_case,
+)
