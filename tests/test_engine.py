@@ -141,3 +141,13 @@ def test_datalist_entry_with_missing_file_names_it(toy_sites):
     os.remove(victim)
     with pytest.raises(DatalistError, match="cttr01_label.npy"):
         SliceSet([toy_sites["site-ct"]], "training")
+
+
+def test_slice_set_memory_maps_large_splits(toy_sites, monkeypatch):
+    monkeypatch.setattr(SliceSet, "MEMORY_LIMIT_BYTES", 1)
+    mapped = SliceSet([toy_sites["site-ct"]], "training")
+    assert not mapped.in_memory and isinstance(mapped.cases[0].image, np.memmap)
+    loaded = SliceSet([toy_sites["site-ct"]], "training", in_memory=True)
+    idx = np.array([0, 5, 11])
+    for a, b in zip(mapped.batch(idx), loaded.batch(idx)):
+        assert torch.equal(a, b)

@@ -36,14 +36,17 @@ class SliceSet:
     Args:
         datalists: datalist paths or loaded datalist dicts; all must describe the same classes and slice size.
         split: ``training``, ``validation`` or ``test``.
-        in_memory: load arrays into RAM (fast) instead of memory-mapping them.
+        in_memory: load arrays into RAM (fast) instead of memory-mapping them; ``None`` (default) loads them when
+            the split's cached files total less than ``MEMORY_LIMIT_BYTES``, and memory-maps them otherwise.
 
     Raises:
         DatalistError: unreadable datalist, class or size mismatch between datalists, or a cache file whose
             shape disagrees with the datalist.
     """
 
-    def __init__(self, datalists: Sequence[str | dict], split: str, in_memory: bool = True) -> None:
+    MEMORY_LIMIT_BYTES = 4 * 1024**3
+
+    def __init__(self, datalists: Sequence[str | dict], split: str, in_memory: bool | None = None) -> None:
         if split not in ("training", "validation", "test"):
             raise ValueError(f"split must be training, validation or test, got {split!r}")
         self.split = split
@@ -60,6 +63,10 @@ class SliceSet:
                 )
             if tuple(d["size_px"]) != self.size:
                 raise DatalistError(f"{d['path']}: slice size {d['size_px']} differs from {list(self.size)}")
+        if in_memory is None:
+            total = sum(p.stat().st_size for d in self.datalists for c in d[split] for p in case_paths(d, c))
+            in_memory = total < self.MEMORY_LIMIT_BYTES
+        self.in_memory = in_memory
         self.cases: list[CaseSlices] = []
         for d in self.datalists:
             for case in d[split]:
