@@ -151,3 +151,24 @@ def test_slice_set_memory_maps_large_splits(toy_sites, monkeypatch):
     idx = np.array([0, 5, 11])
     for a, b in zip(mapped.batch(idx), loaded.batch(idx)):
         assert torch.equal(a, b)
+
+
+def test_loss_variants():
+    from fedgin.engine.loss import SegmentationLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    labels = (torch.rand(2, 8, 8) > 0.7).to(torch.uint8)
+    y = labels.unsqueeze(1).float()
+    p = torch.sigmoid(logits)
+    dice = (1 - (2 * (p * y).sum((1, 2, 3)) + 1e-5) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1e-5)).mean()
+    bce = -(3.0 * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    focal = (0.25 * (1 - torch.exp(-bce)) ** 2 * bce).mean()
+    authors = SegmentationLoss(1, variant="authors")(logits, labels)
+    torch.testing.assert_close(authors, 0.5 * focal + 0.5 * dice, rtol=1e-4, atol=1e-5)
+    monai = SegmentationLoss(1)(logits, labels)
+    assert not torch.isclose(monai, authors)
+    multi = SegmentationLoss(3)(torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8)))
+    assert torch.isfinite(multi)
+    with pytest.raises(ValueError, match="binary only"):
+        SegmentationLoss(3, variant="authors")

@@ -51,6 +51,8 @@ class TrainConfig:
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on the validation loss, stepped once per
             epoch (centralized) or per round (federated), as the authors' clients do.
         lambda_dice, lambda_focal, focal_gamma: focal + Dice loss weights (authors: 0.5/0.5, gamma 2).
+        loss_variant: ``monai`` (MONAI DiceFocalLoss, default) or ``authors`` (the FedGIN code's pos-weighted
+            focal term; binary only), see ``fedgin.engine.loss``.
         amp: automatic mixed precision; only ever active on CUDA.
         seed: seeds model init, batch order and the augmentation's generator.
         eval_batch_size: slices per forward pass in evaluation.
@@ -68,6 +70,7 @@ class TrainConfig:
     lambda_dice: float = 0.5
     lambda_focal: float = 0.5
     focal_gamma: float = 2.0
+    loss_variant: str = "monai"
     amp: bool = True
     seed: int = 0
     eval_batch_size: int = 32

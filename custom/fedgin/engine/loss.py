@@ -1,36 +1,50 @@
-"""Focal + Dice loss (MONAI ``DiceFocalLoss``) for binary (sigmoid) and multi-class (softmax) tasks.
+"""Focal + Dice loss for binary (sigmoid) and multi-class (softmax) tasks.
 
-Binary follows the authors' combination 0.5·focal + 0.5·Dice with gamma 2 and per-sample soft Dice
-(smooth 1e-5). Their focal term also used BCE pos_weight 3 and a constant 0.25 factor; MONAI's standard sigmoid
-focal loss is used instead (documented deviation). Multi-class uses softmax Dice over one-hot labels and MONAI's
-per-channel sigmoid focal term.
+``variant="monai"`` (default): MONAI ``DiceFocalLoss``, 0.5·focal + 0.5·Dice, gamma 2, soft Dice per sample
+(smooth 1e-5); sigmoid for one class, softmax Dice over one-hot labels plus MONAI's per-channel sigmoid focal term
+for several. This is the paper's "focal + Dice".
+
+``variant="authors"``: the FedGIN authors' code (binary only): focal = mean(0.25·(1 − p_t)²·BCE) with BCE
+pos_weight 3 and p_t = exp(−BCE) taken from that weighted BCE, plus the same per-sample soft Dice, 0.5/0.5.
 """
 
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceFocalLoss
+import torch.nn.functional as F
+from monai.losses import DiceFocalLoss, DiceLoss
 
-__all__ = ["SegmentationLoss"]
+__all__ = ["SegmentationLoss", "LOSS_VARIANTS"]
+
+LOSS_VARIANTS = ("monai", "authors")
 
 
 class SegmentationLoss(torch.nn.Module):
     """loss(logits (B, C_out, H, W), labels (B, H, W) int) -> scalar."""
 
-    def __init__(self, num_classes: int, lambda_dice: float = 0.5, lambda_focal: float = 0.5, gamma: float = 2.0):
+    def __init__(self, num_classes: int, lambda_dice: float = 0.5, lambda_focal: float = 0.5, gamma: float = 2.0,
+                 variant: str = "monai") -> None:
         super().__init__()
+        if variant not in LOSS_VARIANTS:
+            raise ValueError(f"loss variant must be one of {LOSS_VARIANTS}, got {variant!r}")
         self.binary = num_classes == 1
-        self.loss = DiceFocalLoss(
-            sigmoid=self.binary,
-            softmax=not self.binary,
-            to_onehot_y=not self.binary,
-            gamma=gamma,
-            lambda_dice=lambda_dice,
-            lambda_focal=lambda_focal,
-        )
+        if variant == "authors" and not self.binary:
+            raise ValueError("the authors' loss variant is binary only (one organ); use variant 'monai'")
+        self.variant = variant
+        self.lambda_dice, self.lambda_focal, self.gamma = lambda_dice, lambda_focal, gamma
+        if variant == "monai":
+            self.loss = DiceFocalLoss(sigmoid=self.binary, softmax=not self.binary, to_onehot_y=not self.binary,
+                                      gamma=gamma, lambda_dice=lambda_dice, lambda_focal=lambda_focal)
+        else:
+            self.dice = DiceLoss(sigmoid=True)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        target = labels.unsqueeze(1).to(logits.dtype if self.binary else torch.long)
-        if self.binary:
-            target = (target > 0).to(logits.dtype)
-        return self.loss(logits.float(), target)
+        logits = logits.float()
+        if not self.binary:
+            return self.loss(logits, labels.unsqueeze(1).long())
+        target = (labels.unsqueeze(1) > 0).to(logits.dtype)
+        if self.variant == "monai":
+            return self.loss(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=logits.new_tensor(3.0), reduction="none")
+        focal = (0.25 * (1 - torch.exp(-bce)) ** self.gamma * bce).mean()
+        return self.lambda_focal * focal + self.lambda_dice * self.dice(logits, target)

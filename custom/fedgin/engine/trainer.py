@@ -70,7 +70,9 @@ class Engine:
             norm=m.norm,
             dropout=m.dropout,
         ).to(self.device)
-        self.loss_fn = SegmentationLoss(len(self.classes), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma)
+        self.loss_fn = SegmentationLoss(
+            len(self.classes), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma, cfg.loss_variant
+        )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
