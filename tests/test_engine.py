@@ -172,3 +172,10 @@ def test_loss_variants():
     assert torch.isfinite(multi)
     with pytest.raises(ValueError, match="binary only"):
         SegmentationLoss(3, variant="authors")
+
+
+def test_training_stops_when_asked(toy_sites):
+    engine = Engine(["disc", "square"], TrainConfig.from_dict({**SMALL, "method": "none"}), device="cpu")
+    calls = iter(range(100))
+    stats = engine.train_steps(SliceSet([toy_sites["site-ct"]], "training"), 10, should_stop=lambda: next(calls) >= 2)
+    assert stats.aborted and stats.steps == 2
