@@ -69,3 +69,17 @@ def test_build_job_sets_values_and_copies_code(tmp_path):
     (tmp_path / "notajob" / "precious.txt").write_text("x")
     with pytest.raises(FileExistsError):
         build_job(tmp_path / "notajob", {})
+
+
+def test_fedgin_job_takes_the_task_from_the_sites(toy_sites, tmp_path):
+    import subprocess
+    import sys
+
+    data_root = toy_sites["site-ct"].parents[1]
+    cmd = [sys.executable, "-m", "fedgin", "job", "--output", str(tmp_path / "job"), "--data-root", str(data_root)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    server = json.loads((tmp_path / "job/app/config/config_fed_server.json").read_text())
+    assert server["classes"] == ["disc", "square"] and server["num_classes"] == 2 and server["size_px"] == [32, 32]
+    bad = subprocess.run(cmd + ["--organs", "liver"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "differs" in bad.stderr

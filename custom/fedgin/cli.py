@@ -99,9 +99,31 @@ def _cmd_job(a: argparse.Namespace) -> int:
         values["classes"] = a.organs
     if a.data_root:
         values["data_root"] = str(Path(a.data_root).resolve())
+        values = _task_from_sites(Path(a.data_root), values)
     job = build_job(a.output, values, template=a.template, name=a.name)
-    print(f"job written to {job}\nrun it with: nvflare simulator {job} -w <workspace> -c site-ct,site-mri")
+    print(f"job written to {job}\nrun it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
     return 0
+
+
+def _task_from_sites(data_root: Path, values: dict) -> dict:
+    """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree)."""
+    from fedgin.data.datalist import load_datalist, task_labels
+
+    found = {}
+    for path in sorted(data_root.glob("*/datalist.json")):
+        d = load_datalist(path)
+        task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
+        for key, value in task.items():
+            if key in found and found[key][0] != value:
+                raise ValueError(f"{path}: {key} {value} differs from {found[key][0]} in {found[key][1]}")
+            found.setdefault(key, (value, path))
+    for key, (value, path) in found.items():
+        if key in values and values[key] != value:
+            raise ValueError(f"--{'organs' if key == 'classes' else key}: {values[key]} differs from {value} in {path}")
+        values[key] = value
+    if found:
+        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
+    return values
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
