@@ -101,7 +101,8 @@ def _cmd_job(a: argparse.Namespace) -> int:
         values["data_root"] = str(Path(a.data_root).resolve())
         values = _task_from_sites(Path(a.data_root), values)
     job = build_job(a.output, values, template=a.template, name=a.name)
-    print(f"job written to {job}\nrun it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
+    print(f"job written to {job}")
+    print(f"run it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
     return 0
 
 
