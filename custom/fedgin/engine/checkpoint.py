@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fedgin.engine.config import ModelConfig
-from fedgin.engine.model import SegUNet
+from fedgin.engine.model import SegUNet, build_model
 
 __all__ = ["MODEL_FORMAT", "save_model_file", "load_model_file", "ModelFileError"]
 
@@ -92,15 +92,7 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not isinstance(payload, dict) or "model" not in payload:
         raise ModelFileError(f"{path}: not a model file (no 'model' state dict)")
     meta = {k: v for k, v in payload.items() if k != "model"} if payload.get("format") == MODEL_FORMAT else _flare_meta(path)
-    mcfg = ModelConfig.from_dict(meta.get("model_config"))
-    model = SegUNet(
-        num_classes=len(meta["classes"]),
-        channels=mcfg.channels,
-        strides=mcfg.strides,
-        num_res_units=mcfg.num_res_units,
-        norm=mcfg.norm,
-        dropout=mcfg.dropout,
-    )
+    model = build_model(len(meta["classes"]), ModelConfig.from_dict(meta.get("model_config")))
     state = {k: torch.as_tensor(v) for k, v in payload["model"].items()}
     try:
         model.load_state_dict(state)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from monai.networks.nets import UNet
 
-__all__ = ["SegUNet", "num_outputs"]
+__all__ = ["SegUNet", "num_outputs", "build_model"]
 
 
 def num_outputs(num_classes: int) -> int:
@@ -47,3 +47,15 @@ class SegUNet(UNet):
             dropout=dropout,
         )
         self.num_classes = num_classes
+
+
+def build_model(num_classes: int, config) -> SegUNet:
+    """``SegUNet`` for ``num_classes`` foreground classes from a ``fedgin.engine.config.ModelConfig``."""
+    return SegUNet(
+        num_classes=num_classes,
+        channels=config.channels,
+        strides=config.strides,
+        num_res_units=config.num_res_units,
+        norm=config.norm,
+        dropout=config.dropout,
+    )

@@ -19,7 +19,7 @@ from fedgin.engine.config import TrainConfig
 from fedgin.engine.data import SliceSet
 from fedgin.engine.loss import SegmentationLoss
 from fedgin.engine.metrics import dice_per_class, summarise
-from fedgin.engine.model import SegUNet
+from fedgin.engine.model import build_model
 
 __all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device"]
 
@@ -61,15 +61,7 @@ class Engine:
         self.device = resolve_device(device)
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        m = cfg.model
-        self.model = SegUNet(
-            num_classes=len(self.classes),
-            channels=m.channels,
-            strides=m.strides,
-            num_res_units=m.num_res_units,
-            norm=m.norm,
-            dropout=m.dropout,
-        ).to(self.device)
+        self.model = build_model(len(self.classes), cfg.model).to(self.device)
         self.loss_fn = SegmentationLoss(
             len(self.classes), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma, cfg.loss_variant
         )
