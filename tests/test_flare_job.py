@@ -65,6 +65,8 @@ def test_build_job_sets_values_and_copies_code(tmp_path):
     assert json.loads((default_template() / "app/config/config_fed_client.json").read_text())["method"] == "gin"
     with pytest.raises(ValueError, match="unknown job variable"):
         build_job(tmp_path / "job2", {"rouns": 3})
+    with pytest.raises(ValueError, match="unknown method"):
+        build_job(tmp_path / "job2", {"method": "gni"})
     (tmp_path / "notajob").mkdir()
     (tmp_path / "notajob" / "precious.txt").write_text("x")
     with pytest.raises(FileExistsError):

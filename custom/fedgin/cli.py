@@ -10,6 +10,13 @@ from pathlib import Path
 DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 
 
+def method_names() -> list[str]:
+    """Names of the registered augmentation methods (``fedgin.augment.AUGMENTATIONS``)."""
+    from fedgin.augment import AUGMENTATIONS
+
+    return sorted(AUGMENTATIONS)
+
+
 def _organs(text: str) -> list[str]:
     organs = [o.strip() for o in text.split(",") if o.strip()]
     if not organs:
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
     s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s); several are pooled")
-    s.add_argument("--method", default=None, choices=["gin", "none"], help="augmentation (default gin)")
+    s.add_argument("--method", default=None, choices=method_names(), help="augmentation (default gin)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--steps", type=int, help="number of optimisation steps")
     g.add_argument("--epochs", type=int, help="number of epochs over the pooled training slices")
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")
-    s.add_argument("--method", choices=["gin", "none"], help="augmentation on every site")
+    s.add_argument("--method", choices=method_names(), help="augmentation on every site")
     s.add_argument("--rounds", type=int, help="federated rounds")
     s.add_argument("--organs", type=_organs, help="classes of the task (must match the sites' datalists)")
     s.add_argument("--data-root", help="folder holding <site>/datalist.json (else $FEDGIN_DATA_ROOT)")

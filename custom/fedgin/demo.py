@@ -18,7 +18,9 @@ SITES = {"site-ct": "ct", "site-mri": "mri"}
 
 def add_demo_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
-    s.add_argument("--method", default="gin", choices=["gin", "none"], help="gin = FedGIN, none = plain FedAvg")
+    from fedgin.cli import method_names
+
+    s.add_argument("--method", default="gin", choices=method_names(), help="gin = FedGIN, none = plain FedAvg")
     s.add_argument("--rounds", type=int, default=30, help="federated rounds (default 30; paper 100)")
     s.add_argument("--cases", type=int, default=16, help="phantom cases per site (default 16)")
     s.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="comma-separated classes")

@@ -77,6 +77,11 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
+    if "method" in values:
+        from fedgin.augment import AUGMENTATIONS
+
+        if values["method"] not in AUGMENTATIONS:
+            raise ValueError(f"unknown method {values['method']!r}; known: {sorted(AUGMENTATIONS)}")
     if output.exists():
         if not (output / "meta.json").is_file():
             raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
