@@ -179,3 +179,11 @@ def test_training_stops_when_asked(toy_sites):
     calls = iter(range(100))
     stats = engine.train_steps(SliceSet([toy_sites["site-ct"]], "training"), 10, should_stop=lambda: next(calls) >= 2)
     assert stats.aborted and stats.steps == 2
+
+
+@pytest.mark.parametrize("method", sorted(__import__("fedgin.augment", fromlist=["AUGMENTATIONS"]).AUGMENTATIONS))
+def test_every_registered_method_trains_in_the_engine(toy_sites, method):
+    engine = Engine(["disc", "square"], TrainConfig.from_dict({**SMALL, "method": method}), device="cpu")
+    stats = engine.train_steps(SliceSet([toy_sites["site-ct"]], "training"), 2)
+    assert stats.steps == 2 and np.isfinite(stats.mean_loss)
+    assert not list(engine.augment.parameters()) and not list(engine.augment.buffers())

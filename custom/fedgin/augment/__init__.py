@@ -17,9 +17,10 @@ from typing import Callable, TypeVar
 import torch
 from torch import Tensor
 
+from .frequency import FMAug, RaffeSDG
 from .gin import GIN
 
-__all__ = ["AUGMENTATIONS", "GIN", "IdentityAugmentation", "build_augmentation", "register"]
+__all__ = ["AUGMENTATIONS", "FMAug", "GIN", "IdentityAugmentation", "RaffeSDG", "build_augmentation", "register"]
 
 Factory = Callable[..., torch.nn.Module]
 F_ = TypeVar("F_", bound=Factory)
@@ -50,6 +51,8 @@ class IdentityAugmentation(torch.nn.Module):
 
 
 register("gin")(GIN)
+register("raffesdg")(RaffeSDG)
+register("fmaug")(FMAug)
 
 
 def build_augmentation(name: str, **kwargs) -> torch.nn.Module:
