@@ -19,8 +19,11 @@ from torch import Tensor
 
 from .frequency import FMAug, RaffeSDG
 from .gin import GIN
+from .prorandconv import ProRandConv
+from .randconv import RCUNetAug
 
-__all__ = ["AUGMENTATIONS", "FMAug", "GIN", "IdentityAugmentation", "RaffeSDG", "build_augmentation", "register"]
+__all__ = ["AUGMENTATIONS", "FMAug", "GIN", "IdentityAugmentation", "ProRandConv", "RCUNetAug", "RaffeSDG",
+           "build_augmentation", "register"]
 
 Factory = Callable[..., torch.nn.Module]
 F_ = TypeVar("F_", bound=Factory)
@@ -53,6 +56,8 @@ class IdentityAugmentation(torch.nn.Module):
 register("gin")(GIN)
 register("raffesdg")(RaffeSDG)
 register("fmaug")(FMAug)
+register("prorandconv")(ProRandConv)
+register("rc")(RCUNetAug)
 
 
 def build_augmentation(name: str, **kwargs) -> torch.nn.Module:

@@ -90,6 +90,8 @@ def smooth_noise(
         mh = _blur_matrix(h, float(sigma), noise.device, noise.dtype)
         mw = _blur_matrix(w, float(sigma), noise.device, noise.dtype)
         noise = torch.matmul(torch.matmul(mh, noise), mw.T)
+    if noise.numel() == 0:
+        return noise
     v = noise.reshape(b, k, h * w)
     v = (v - v.mean(dim=2, keepdim=True)) / v.std(dim=2, unbiased=False, keepdim=True).clamp_min(eps)
     return v.reshape(b, k, h, w)
