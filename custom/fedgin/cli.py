@@ -11,10 +11,10 @@ DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 
 
 def method_names() -> list[str]:
-    """Names of the registered augmentation methods (``fedgin.augment.AUGMENTATIONS``)."""
-    from fedgin.augment import AUGMENTATIONS
+    """Names of the methods (``fedgin.methods.METHODS``: augmentations, ``fedbn``, ``dsbn``)."""
+    from fedgin.methods import METHODS
 
-    return sorted(AUGMENTATIONS)
+    return sorted(METHODS)
 
 
 def _organs(text: str) -> list[str]:
@@ -67,6 +67,10 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
+    from fedgin.methods import DOMAINS, get_method
+
+    if get_method(values.get("method", "gin")).batch_norm == "domain":
+        values.setdefault("model", {}).setdefault("domains", list(DOMAINS))
     return TrainConfig.from_dict(values)
 
 

@@ -13,12 +13,16 @@ import numpy as np
 
 from fedgin.data.datalist import DatalistError, load_datalist, task_labels
 from fedgin.engine import Engine, SliceSet, TrainConfig, TrainStats
+from fedgin.engine.norm import batchnorm_keys, domain_keys
 
 __all__ = ["Site", "RoundResult"]
 
 
 class RoundResult(dict):
-    """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...}}``."""
+    """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...}}``.
+
+    ``weights`` holds only what the site sends (``Site.sent_keys``).
+    """
 
 
 class Site:
@@ -53,16 +57,37 @@ class Site:
         self.val_set = SliceSet([self.datalist], validation_split)
         self.engine = Engine(list(classes), config, device=device)
         self.modality = self.datalist["modality"]
+        model = self.engine.model
+        every = set(model.state_dict())
+        policy = self.engine.method.batch_norm
+        if policy == "local":  # FedBN: batch norm never leaves the site and is never overwritten
+            self.sent_keys = self.loaded_keys = every - batchnorm_keys(model)
+        elif policy == "domain":  # DSBN: shared weights + this modality's branches only
+            if self.modality not in self.engine.domains:
+                raise DatalistError(f"{self.datalist['path']}: modality {self.modality!r} has no batch-norm branch "
+                                    f"(domains {list(self.engine.domains)})")
+            self.sent_keys = (every - batchnorm_keys(model)) | domain_keys(model, self.modality)
+            self.loaded_keys = every
+        else:
+            self.sent_keys = self.loaded_keys = every
 
     @property
     def num_train_samples(self) -> int:
         """N_k: the number of training slices, the site's FedAvg weight."""
         return len(self.train_set)
 
+    def load(self, weights: dict[str, Any]) -> None:
+        """Load the keys of ``weights`` this site takes from the federation (FedBN keeps its own batch norm)."""
+        self.engine.set_weights({k: v for k, v in weights.items() if k in self.loaded_keys}, strict=False)
+
+    def local_weights(self) -> dict[str, Any]:
+        """What this site may send: its model without the layers its method keeps local."""
+        return {k: v for k, v in self.engine.get_weights().items() if k in self.sent_keys}
+
     def validate(self, weights: dict[str, Any] | None = None) -> dict[str, Any]:
         """3D Dice and loss of ``weights`` (or the current local model) on the validation cases."""
         if weights is not None:
-            self.engine.set_weights(weights)
+            self.load(weights)
         if self.val_set.num_cases == 0:
             return {"mean_dice": float("nan"), "loss": float("nan"), "summary": None, "cases": []}
         return self.engine.evaluate(self.val_set)
@@ -86,7 +111,10 @@ class Site:
             steps: exact number of local steps instead of epochs.
             should_stop: polled between steps; True aborts the round.
         """
-        self.engine.set_weights(global_weights)
+        missing = sorted(self.sent_keys - set(global_weights))
+        if missing:
+            raise ValueError(f"the global model lacks {len(missing)} weights of this site's model, e.g. {missing[:3]}")
+        self.load(global_weights)
         global_val = self.validate() if validate_global else {"mean_dice": float("nan"), "loss": float("nan")}
         self.engine.step_scheduler(global_val["loss"])
         if steps:
@@ -94,7 +122,7 @@ class Site:
         else:
             stats = self.engine.train_epochs(self.train_set, epochs, should_stop)
         return RoundResult(
-            weights=self.engine.get_weights(),
+            weights=self.local_weights(),
             num_samples=self.num_train_samples,
             stats=stats,
             global_val=global_val,

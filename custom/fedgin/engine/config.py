@@ -25,6 +25,7 @@ class ModelConfig:
     num_res_units: int = 2
     norm: str = "batch"
     dropout: float = 0.0
+    domains: tuple[str, ...] = ()  # non-empty: domain-specific batch norm with one branch per domain (DSBN)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
@@ -33,6 +34,8 @@ class ModelConfig:
         for key in ("channels", "strides"):
             if key in values:
                 values[key] = tuple(int(v) for v in values[key])
+        if "domains" in values:
+            values["domains"] = tuple(str(v) for v in values["domains"] or ())
         cfg = cls(**values)
         if len(cfg.strides) != len(cfg.channels) - 1:
             raise ValueError(f"model: len(strides) must be len(channels) - 1, got {cfg.strides} for {cfg.channels}")
@@ -44,7 +47,8 @@ class TrainConfig:
     """How one site (or a centralized run) trains.
 
     Attributes:
-        method: augmentation applied to every training batch on the device (``gin`` or ``none``).
+        method: a ``fedgin.methods`` name: the augmentation applied to every training batch on the device
+            (``gin``, ``none``, ``rc``, ...) and the batch-norm policy (``fedbn``, ``dsbn``).
         augment_args: keyword arguments of the augmentation (e.g. ``{"slope": "fixed", "per_sample": false}``).
         batch_size: slices per step (paper: 8).
         lr, weight_decay: AdamW (paper: 5e-4, 1e-4).

@@ -117,14 +117,35 @@ class SliceSet:
         labels = np.stack([self.cases[c].label[s] for c, s in pairs])
         return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
 
-    def epoch(self, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """One shuffled pass: ``len(self) // batch_size`` index batches (at least one when non-empty)."""
+    def epoch(self, batch_size: int, rng: np.random.Generator, by_modality: bool = False) -> Iterator[np.ndarray]:
+        """One shuffled pass: ``len(self) // batch_size`` index batches (at least one when non-empty).
+
+        With ``by_modality`` every batch holds slices of one modality only (for domain-specific batch norm): the
+        slices of each modality are shuffled and cut into batches, and the batches are shuffled together.
+        """
         if len(self) == 0:
             return
-        order = rng.permutation(len(self))
-        n = max(1, len(self) // batch_size)
-        for i in range(n):
-            yield order[i * batch_size : (i + 1) * batch_size]
+        if not by_modality:
+            order = rng.permutation(len(self))
+            n = max(1, len(self) // batch_size)
+            for i in range(n):
+                yield order[i * batch_size : (i + 1) * batch_size]
+            return
+        modality = np.array([self.cases[c].modality for c in self._index[:, 0]])
+        batches = []
+        for m in sorted(set(modality)):
+            idx = rng.permutation(np.flatnonzero(modality == m))
+            n = max(1, len(idx) // batch_size)
+            batches += [idx[i * batch_size : (i + 1) * batch_size] for i in range(n)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]
+
+    def modality_of(self, indices: np.ndarray) -> str:
+        """The one modality of the slices ``indices``; ``ValueError`` if they mix modalities."""
+        found = {self.cases[c].modality for c in self._index[indices, 0]}
+        if len(found) != 1:
+            raise ValueError(f"a batch mixes modalities {sorted(found)}")
+        return found.pop()
 
     def case_batches(self, case_index: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """All slices of one case in order, as (images (b,1,H,W), labels (b,H,W)) chunks."""

@@ -10,6 +10,8 @@ from typing import Sequence
 
 from monai.networks.nets import UNet
 
+from fedgin.engine.norm import convert_to_domain_bn
+
 __all__ = ["SegUNet", "num_outputs", "build_model"]
 
 
@@ -24,7 +26,8 @@ class SegUNet(UNet):
     """``monai.networks.nets.UNet`` for single-channel 2D slices.
 
     Input (B, 1, H, W) float; output logits (B, num_outputs(num_classes), H, W). H and W must be divisible by
-    the product of ``strides``.
+    the product of ``strides``. With ``domains``, every batch-norm layer is a ``DomainBatchNorm`` whose branch is
+    selected with ``fedgin.engine.norm.set_domain``.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class SegUNet(UNet):
         num_res_units: int = 2,
         norm: str = "batch",
         dropout: float = 0.0,
+        domains: Sequence[str] = (),
     ) -> None:
         super().__init__(
             spatial_dims=2,
@@ -47,6 +51,11 @@ class SegUNet(UNet):
             dropout=dropout,
         )
         self.num_classes = num_classes
+        self.domains = tuple(domains)
+        if self.domains:
+            if norm != "batch":
+                raise ValueError(f"domain-specific batch norm needs norm='batch', got {norm!r}")
+            convert_to_domain_bn(self, self.domains)
 
 
 def build_model(num_classes: int, config) -> SegUNet:
@@ -58,4 +67,5 @@ def build_model(num_classes: int, config) -> SegUNet:
         num_res_units=config.num_res_units,
         norm=config.norm,
         dropout=config.dropout,
+        domains=config.domains,
     )

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from fedgin.augment import build_augmentation
+from fedgin.methods import get_method
 from fedgin.engine.config import TrainConfig
 from fedgin.engine.data import SliceSet
 from fedgin.engine.loss import SegmentationLoss
 from fedgin.engine.metrics import dice_per_class, summarise
 from fedgin.engine.model import build_model
+from fedgin.engine.norm import set_domain
 
 __all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device"]
 
@@ -71,7 +73,11 @@ class Engine:
         )
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.augment = build_augmentation(cfg.method, **cfg.augment_args).to(self.device)
+        self.method = get_method(cfg.method)
+        if self.method.batch_norm == "domain" and not cfg.model.domains:
+            raise ValueError(f"method {cfg.method!r} needs model.domains, e.g. {{'domains': ['ct', 'mri']}}")
+        self.domains = cfg.model.domains
+        self.augment = build_augmentation(self.method.augmentation, **cfg.augment_args).to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.total_steps = 0
@@ -108,7 +114,7 @@ class Engine:
         self, data: SliceSet, epochs: int, should_stop: Callable[[], bool] | None = None, on_step=None
     ) -> TrainStats:
         """``epochs`` shuffled passes over ``data`` (``len(data) // batch_size`` steps each)."""
-        batches = (idx for _ in range(epochs) for idx in data.epoch(self.config.batch_size, self.rng))
+        batches = (idx for _ in range(epochs) for idx in self._epoch(data))
         return self._run(data, batches, should_stop, on_step)
 
     def train_steps(
@@ -119,13 +125,17 @@ class Engine:
         def gen():
             n = 0
             while n < steps:
-                for idx in data.epoch(self.config.batch_size, self.rng):
+                for idx in self._epoch(data):
                     if n >= steps:
                         return
                     n += 1
                     yield idx
 
         return self._run(data, gen(), should_stop, on_step)
+
+    def _epoch(self, data: SliceSet):
+        """Shuffled batches; single-modality batches when the model has domain-specific batch norm."""
+        return data.epoch(self.config.batch_size, self.rng, by_modality=bool(self.domains))
 
     def _run(self, data: SliceSet, batches: Iterable[np.ndarray], should_stop, on_step) -> TrainStats:
         if len(data) == 0:
@@ -140,6 +150,8 @@ class Engine:
                 aborted = True
                 break
             images, labels = data.batch(idx)
+            if self.domains:
+                set_domain(self.model, data.modality_of(idx))
             loss = self.train_batch(images, labels)
             steps += 1
             samples += len(idx)
@@ -205,6 +217,8 @@ class Engine:
             it = tqdm(it, desc=f"evaluate {data.split}", unit="case")
         for ci in it:
             case = data.cases[ci]
+            if self.domains:
+                set_domain(self.model, case.modality)  # DSBN: the branch of the volume's modality
             preds = []
             for images, labels in data.case_batches(ci, bs):
                 logits = self.predict_logits(images)

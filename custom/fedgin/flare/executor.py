@@ -153,7 +153,7 @@ class FedGINExecutor(Executor):
             if task_name == AppConstants.TASK_VALIDATION:
                 return self._validate(shareable, fl_ctx)
             if task_name == AppConstants.TASK_SUBMIT_MODEL:
-                return DXO(DataKind.WEIGHTS, self.site.engine.get_weights()).to_shareable()
+                return DXO(DataKind.WEIGHTS, self.site.local_weights()).to_shareable()
             self.log_error(fl_ctx, f"unknown task {task_name}")
             return make_reply(ReturnCode.TASK_UNKNOWN)
         except NonFiniteLossError as e:

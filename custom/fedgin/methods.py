@@ -1,0 +1,45 @@
+"""Methods: what a site does beyond plain training, selected by one configuration value (``method``).
+
+A method is an augmentation (``fedgin.augment``) plus a batch-norm policy:
+
+- ``shared``: every weight is averaged by the federation (FedAvg, FedGIN and the augmentation baselines);
+- ``local`` (``fedbn``, Li et al. ICLR 2021): batch-norm layers never leave a site and are never overwritten by
+  the global model; the site's model is its local BN + the federation's other weights;
+- ``domain`` (``dsbn``, Chang et al. CVPR 2019, federated as in the reference note §7.3): every batch-norm layer
+  has one branch per modality; a site trains and sends only its modality's branch, so the server's per-key
+  sample-weighted average mixes a branch only among the sites of that modality; at test time the branch is chosen
+  by the volume's modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedgin.augment import AUGMENTATIONS
+
+__all__ = ["Method", "METHODS", "get_method", "DOMAINS"]
+
+#: modality domains of the ``dsbn`` method (a case's ``modality`` selects its branch)
+DOMAINS = ("ct", "mri")
+
+
+@dataclass(frozen=True)
+class Method:
+    """``augmentation``: registered augmentation name; ``batch_norm``: ``shared``, ``local`` or ``domain``."""
+
+    name: str
+    augmentation: str = "none"
+    batch_norm: str = "shared"
+
+
+METHODS: dict[str, Method] = {name: Method(name, augmentation=name) for name in AUGMENTATIONS}
+METHODS["fedbn"] = Method("fedbn", augmentation="none", batch_norm="local")
+METHODS["dsbn"] = Method("dsbn", augmentation="none", batch_norm="domain")
+
+
+def get_method(name: str) -> Method:
+    """The method registered as ``name``; unknown → ``ValueError`` listing the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
