@@ -19,10 +19,11 @@ from torch import Tensor
 
 from .frequency import FMAug, RaffeSDG
 from .gin import GIN
+from .ipa import GINIPA
 from .prorandconv import ProRandConv
 from .randconv import RCUNetAug
 
-__all__ = ["AUGMENTATIONS", "FMAug", "GIN", "IdentityAugmentation", "ProRandConv", "RCUNetAug", "RaffeSDG",
+__all__ = ["AUGMENTATIONS", "FMAug", "GIN", "GINIPA", "IdentityAugmentation", "ProRandConv", "RCUNetAug", "RaffeSDG",
            "build_augmentation", "register"]
 
 Factory = Callable[..., torch.nn.Module]
@@ -54,6 +55,7 @@ class IdentityAugmentation(torch.nn.Module):
 
 
 register("gin")(GIN)
+register("gin-ipa")(GINIPA)
 register("raffesdg")(RaffeSDG)
 register("fmaug")(FMAug)
 register("prorandconv")(ProRandConv)

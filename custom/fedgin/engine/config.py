@@ -57,6 +57,8 @@ class TrainConfig:
         lambda_dice, lambda_focal, focal_gamma: focal + Dice loss weights (authors: 0.5/0.5, gamma 2).
         loss_variant: ``monai`` (MONAI DiceFocalLoss, default) or ``authors`` (the FedGIN code's pos-weighted
             focal term; binary only), see ``fedgin.engine.loss``.
+        consistency_weight: weight λ of the multi-view consistency loss of augmentations that return several views
+            (``gin-ipa``: KL of each view's prediction to the views' mean, λ = 10 as in the reference).
         amp: automatic mixed precision; only ever active on CUDA.
         seed: seeds model init, batch order and the augmentation's generator.
         eval_batch_size: slices per forward pass in evaluation.
@@ -75,6 +77,7 @@ class TrainConfig:
     lambda_focal: float = 0.5
     focal_gamma: float = 2.0
     loss_variant: str = "monai"
+    consistency_weight: float = 10.0
     amp: bool = True
     seed: int = 0
     eval_batch_size: int = 32

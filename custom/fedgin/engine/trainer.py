@@ -23,7 +23,22 @@ from fedgin.engine.metrics import dice_per_class, summarise
 from fedgin.engine.model import build_model
 from fedgin.engine.norm import set_domain
 
-__all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device"]
+__all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device", "consistency_loss"]
+
+
+def consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
+    """Mean over views of KL(p_view ‖ p̄), p̄ the mean of the views' class probabilities.
+
+    logits: (views·B, C_out, H, W); one channel means sigmoid (probabilities [1 − p, p]), several mean softmax.
+    """
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        probs = torch.cat([1 - p, p], 1)
+    else:
+        probs = torch.softmax(logits, 1)
+    probs = probs.clamp_min(1e-7).reshape(views, -1, *probs.shape[1:])
+    mean = probs.mean(0, keepdim=True)
+    return (probs * (probs.log() - mean.log())).sum(2).mean()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -171,7 +186,11 @@ class Engine:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             images = self.augment(images, generator=self.generator)
             logits = self.model(images)
-            loss = self.loss_fn(logits, labels)
+            views = getattr(self.augment, "views", 1)
+            b = labels.shape[0]
+            loss = self.loss_fn(logits[:b], labels)  # multi-view: segmentation loss on the first view
+            if views > 1:
+                loss = loss + self.config.consistency_weight * consistency_loss(logits.float(), views)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.total_steps}")
         self.optimizer.zero_grad(set_to_none=True)
