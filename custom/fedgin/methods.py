@@ -8,7 +8,9 @@ A method is an augmentation (``fedgin.augment``) plus a batch-norm policy:
 - ``domain`` (``dsbn``, Chang et al. CVPR 2019, federated as in the reference note §7.3): every batch-norm layer
   has one branch per modality; a site trains and sends only its modality's branch, so the server's per-key
   sample-weighted average mixes a branch only among the sites of that modality; at test time the branch is chosen
-  by the volume's modality.
+  by the volume's modality;
+- ``fedda``: adversarial alignment of each site's bottleneck features with the global model's, with a
+  discriminator that never leaves the site (our reimplementation, see ``fedgin.engine.adversarial``).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class Method:
     name: str
     augmentation: str = "none"
     batch_norm: str = "shared"
+    adversarial: bool = False  # FedDA-style feature alignment to the global model (fedgin.engine.adversarial)
 
 
 METHODS: dict[str, Method] = {name: Method(name, augmentation=name) for name in AUGMENTATIONS}
 METHODS["fedbn"] = Method("fedbn", augmentation="none", batch_norm="local")
 METHODS["dsbn"] = Method("dsbn", augmentation="none", batch_norm="domain")
+METHODS["fedda"] = Method("fedda", augmentation="none", adversarial=True)
 
 
 def get_method(name: str) -> Method:

@@ -115,6 +115,8 @@ class Site:
         if missing:
             raise ValueError(f"the global model lacks {len(missing)} weights of this site's model, e.g. {missing[:3]}")
         self.load(global_weights)
+        if self.engine.adversary is not None:
+            self.engine.adversary.set_reference(global_weights)
         global_val = self.validate() if validate_global else {"mean_dice": float("nan"), "loss": float("nan")}
         self.engine.step_scheduler(global_val["loss"])
         if steps:

@@ -93,6 +93,11 @@ class Engine:
             raise ValueError(f"method {cfg.method!r} needs model.domains, e.g. {{'domains': ['ct', 'mri']}}")
         self.domains = cfg.model.domains
         self.augment = build_augmentation(self.method.augmentation, **cfg.augment_args).to(self.device)
+        self.adversary = None
+        if self.method.adversarial:
+            from fedgin.engine.adversarial import FeatureAdversary
+
+            self.adversary = FeatureAdversary(self.model, cfg.model.channels[-1])
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.total_steps = 0
@@ -191,12 +196,16 @@ class Engine:
             loss = self.loss_fn(logits[:b], labels)  # multi-view: segmentation loss on the first view
             if views > 1:
                 loss = loss + self.config.consistency_weight * consistency_loss(logits.float(), views)
+            if self.adversary is not None:
+                loss = loss + self.adversary.generator_loss(images)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.total_steps}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.adversary is not None:
+            self.adversary.discriminator_step()
         self.total_steps += 1
         return float(loss.detach())
 
