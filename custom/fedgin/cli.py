@@ -99,7 +99,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_job(a: argparse.Namespace) -> int:
-    from fedgin.flare.job import build_job
+    from fedgin.flare.job import build_job, task_from_sites
 
     values = dict(a.set or [])
     if a.method:
@@ -110,32 +110,32 @@ def _cmd_job(a: argparse.Namespace) -> int:
         values["classes"] = a.organs
     if a.data_root:
         values["data_root"] = str(Path(a.data_root).resolve())
-        values = _task_from_sites(Path(a.data_root), values)
+        values = task_from_sites(Path(a.data_root), values)
     job = build_job(a.output, values, template=a.template, name=a.name)
     print(f"job written to {job}")
     print(f"run it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
     return 0
 
 
-def _task_from_sites(data_root: Path, values: dict) -> dict:
-    """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree)."""
-    from fedgin.data.datalist import load_datalist, task_labels
+def _cmd_compare(a: argparse.Namespace) -> int:
+    from fedgin.compare import run_grid
+    from fedgin.demo import phantom_sites
+    from fedgin.methods import METHODS
 
-    found = {}
-    for path in sorted(data_root.glob("*/datalist.json")):
-        d = load_datalist(path)
-        task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
-        for key, value in task.items():
-            if key in found and found[key][0] != value:
-                raise ValueError(f"{path}: {key} {value} differs from {found[key][0]} in {found[key][1]}")
-            found.setdefault(key, (value, path))
-    for key, (value, path) in found.items():
-        if key in values and values[key] != value:
-            raise ValueError(f"--{'organs' if key == 'classes' else key}: {values[key]} differs from {value} in {path}")
-        values[key] = value
-    if found:
-        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
-    return values
+    out = Path(a.output).resolve()
+    if a.data_root:
+        root = Path(a.data_root)
+        datalists = {s: root / s / "datalist.json" for s in ("site-ct", "site-mri")}
+    else:
+        datalists = phantom_sites(out / "phantom_data", a.cases, _organs(a.organs), a.spacing, a.size, a.seed)
+    methods = a.methods.split(",") if a.methods else sorted(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    settings = a.settings.split(",")
+    run_grid(datalists, out, methods, settings, a.rounds, [int(c) for c in a.channels.split(",")], a.seed)
+    print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
+    return 0
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -209,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="job name")
     s.add_argument("--template", help="job definition folder (default: jobs/fedgin of this repository)")
     s.set_defaults(func=_cmd_job)
+
+    s = sub.add_parser("compare", help="methods × settings grid (single-modality, centralized, federated)")
+    s.add_argument("--output", default="runs/compare", help="grid folder (resumes what it finds there)")
+    s.add_argument("--data-root", help="folder with site-ct/ and site-mri/ datalists (default: phantom)")
+    s.add_argument("--methods", help="comma-separated methods (default: all)")
+    s.add_argument("--settings", default="single-ct,single-mri,centralized,federated", help="comma-separated")
+    s.add_argument("--rounds", type=int, default=20, help="rounds = epochs of every run (default 20)")
+    s.add_argument("--channels", default="16,32,64,128", help="U-Net channels")
+    s.add_argument("--cases", type=int, default=16, help="phantom cases per site")
+    s.add_argument("--organs", default=DEMO_ORGANS, help="phantom task classes")
+    s.add_argument("--spacing", type=float, default=4.0, help="phantom in-plane mm")
+    s.add_argument("--size", type=int, default=96, help="phantom slice size")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_compare)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")
     from fedgin.demo import add_demo_arguments

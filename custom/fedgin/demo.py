@@ -46,30 +46,37 @@ def _stage(workdir: Path, name: str, params: dict, build) -> Path:
     return out
 
 
-def run_demo(a: argparse.Namespace) -> dict:
+def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, size: int, seed: int) -> dict[str, Path]:
+    """Phantom CT and MRI cases and the slice caches of ``site-ct`` / ``site-mri`` under ``work`` (reused when
+    unchanged); returns {site: datalist path}."""
     from fedgin.data import prepare_site
+    from fedgin.phantom import generate_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    datalists = {}
+    for i, (site, modality) in enumerate(SITES.items()):
+        print(f"[{i + 1}/4] {site}: phantom {modality.upper()} cases and slice cache")
+        pparams = {"modality": modality, "cases": cases, "seed": seed}
+        ph = _stage(work, f"phantom/{modality}", pparams, lambda out: generate_dataset(out, modality, cases, seed))
+        dparams = {**pparams, "organs": organs, "spacing": spacing, "size": size}
+        data = _stage(work, f"data/{site}", dparams,
+                      lambda out: prepare_site(layout="totalseg", input_dir=ph, output_dir=out, site=site,
+                                               modality=modality, organs=organs, spacing=spacing, size=size,
+                                               seed=seed))
+        datalists[site] = data / "datalist.json"
+    return datalists
+
+
+def run_demo(a: argparse.Namespace) -> dict:
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
-    from fedgin.phantom import generate_dataset
     from fedgin.workflows import evaluate, format_dice_table
 
     t_start = time.perf_counter()
     work = Path(a.workdir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
     organs = [o.strip() for o in a.organs.split(",") if o.strip()]
     channels = [int(c) for c in a.channels.split(",")]
-    datalists = {}
-    for i, (site, modality) in enumerate(SITES.items()):
-        print(f"[{i + 1}/4] {site}: phantom {modality.upper()} cases and slice cache")
-        pparams = {"modality": modality, "cases": a.cases, "seed": a.seed}
-        ph = _stage(work, f"phantom/{modality}",
-                    pparams, lambda out: generate_dataset(out, modality, a.cases, a.seed))
-        dparams = {**pparams, "organs": organs, "spacing": a.spacing, "size": a.size}
-        data = _stage(work, f"data/{site}", dparams,
-                      lambda out: prepare_site(layout="totalseg", input_dir=ph, output_dir=out, site=site,
-                                               modality=modality, organs=organs, spacing=a.spacing, size=a.size,
-                                               seed=a.seed))
-        datalists[site] = data / "datalist.json"
+    datalists = phantom_sites(work, a.cases, organs, a.spacing, a.size, a.seed)
 
     print(f"[3/4] FedGIN job ({a.method}, {a.rounds} rounds) in nvflare simulator, sites {', '.join(SITES)}")
     values = {"method": a.method, "num_rounds": a.rounds, "classes": organs, "data_root": str(work / "data"),

@@ -97,6 +97,18 @@ class FedGINExecutor(Executor):
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if event_type == EventType.START_RUN:
             self._start(fl_ctx)
+        elif event_type == EventType.END_RUN and self.site is not None:
+            self._save_local_model(fl_ctx)
+
+    def _save_local_model(self, fl_ctx: FLContext) -> None:
+        """Keep the site's last local model (what FedBN evaluates) as ``<app dir>/local_model.pt``; stays at the site."""
+        from fedgin.engine import save_model_file
+        from fedgin.workflows import model_meta
+
+        app_dir = Path(fl_ctx.get_engine().get_workspace().get_app_dir(fl_ctx.get_job_id()))
+        path = save_model_file(app_dir / "local_model.pt", self.site.engine.model,
+                               model_meta(self.site.engine, [self.site.datalist]))
+        self.log_info(fl_ctx, f"local model saved to {path}")
 
     def resolve_datalist(self, fl_ctx: FLContext) -> Path:
         """The site's datalist path (see the module docstring for the search order)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import fedgin
 
-__all__ = ["default_template", "settable_variables", "build_job", "STRUCTURAL_KEYS"]
+__all__ = ["default_template", "settable_variables", "build_job", "task_from_sites", "STRUCTURAL_KEYS"]
 
 STRUCTURAL_KEYS = {"format_version", "components", "workflows", "executors", "task_data_filters",
                    "task_result_filters", "server"}
@@ -105,3 +105,24 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     shutil.copytree(pkg, tmp / "app" / "custom" / "fedgin", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     tmp.rename(output)
     return output
+
+
+def task_from_sites(data_root: Path, values: dict) -> dict:
+    """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree)."""
+    from fedgin.data.datalist import load_datalist, task_labels
+
+    found = {}
+    for path in sorted(data_root.glob("*/datalist.json")):
+        d = load_datalist(path)
+        task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
+        for key, value in task.items():
+            if key in found and found[key][0] != value:
+                raise ValueError(f"{path}: {key} {value} differs from {found[key][0]} in {found[key][1]}")
+            found.setdefault(key, (value, path))
+    for key, (value, path) in found.items():
+        if key in values and values[key] != value:
+            raise ValueError(f"--{'organs' if key == 'classes' else key}: {values[key]} differs from {value} in {path}")
+        values[key] = value
+    if found:
+        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
+    return values

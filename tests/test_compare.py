@@ -1,0 +1,42 @@
+"""``fedgin compare`` at toy size: grid, federated FedBN through local models, report files, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from fedgin.compare import grid, run_grid
+
+pytestmark = pytest.mark.slow
+
+
+def test_grid_skips_cells_that_make_no_sense():
+    cells = grid(["none", "gin", "dsbn", "fedbn", "fedda"], ["single-ct", "centralized", "federated"])
+    assert ("single-ct", "dsbn") not in cells and ("centralized", "fedbn") not in cells
+    assert ("centralized", "dsbn") in cells and ("federated", "fedda") in cells
+
+
+def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    run_grid(toy_sites, out, ["none", "fedbn"], ["centralized", "federated"], rounds=1, channels=[8, 16, 32])
+    cells = ["centralized__none", "federated__none", "federated__fedbn"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(cells)
+    rows = list(csv.DictReader(open(out / "dice.csv")))
+    assert {r["setting"] for r in rows} == {"centralized", "federated"}
+    assert {r["modality"] for r in rows} == {"ct", "mri"} and {r["class"] for r in rows} == {"disc", "square"}
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + len(cells) and "**" in table
+    ratios = list(csv.DictReader(open(out / "ratios.csv")))
+    assert [r["method"] for r in ratios] == ["none"] and float(ratios[0]["ratio"]) > 0
+    assert (out / "dice.png").stat().st_size > 5000
+    fedbn = json.loads((out / "runs" / "federated__fedbn" / "result.json").read_text())
+    assert fedbn["model"] == "local models" and {c["site"] for c in fedbn["cases"]} == {"site-ct", "site-mri"}
+    assert set(fedbn["summary"]["per_modality"]) == {"ct", "mri"} and "n/a" not in table
+    # an interrupted grid resumes: finished cells are kept, a missing one is redone
+    (out / "runs" / "centralized__none" / "result.json").unlink()
+    capsys.readouterr()
+    run_grid(toy_sites, out, ["none", "fedbn"], ["centralized", "federated"], rounds=1, channels=[8, 16, 32])
+    log = capsys.readouterr().out
+    assert log.count("done before, kept") == 2 and "centralized none ..." in log
