@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gin import _autocast_dtype, _check_generator
+from .gin import _autocast_dtype, _check_generator, _check_input
 
 __all__ = [
     "FMAug",
@@ -73,15 +73,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def _check_input(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} expects a floating-point tensor, got dtype {x.dtype}")
-
-
 def _no_autocast(x: Tensor):
     """Context disabling autocast on ``x``'s device when it is active (filters run in full precision)."""
     if _autocast_dtype(x) is not None:

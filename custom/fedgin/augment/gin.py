@@ -45,6 +45,16 @@ class GINNetwork:
     alpha: Tensor
 
 
+def _check_input(x: Tensor, name: str) -> None:
+    """ValueError unless ``x`` is a floating-point (B, C, H, W) tensor; ``name`` is the augmentation's name."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} expects a floating-point tensor, got dtype {x.dtype}")
+
+
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
     if generator is None:
         return
@@ -200,7 +210,7 @@ class GIN(torch.nn.Module):
     @torch.no_grad()
     def apply_network(self, x: Tensor, net: GINNetwork) -> Tensor:
         """Apply a drawn network: ``(B, C, H, W) -> (B, C, H, W)``, blend and renormalise (see module doc)."""
-        self._check_input(x)
+        _check_input(x, "GIN")
         b, c, h_, w_ = x.shape
         if b == 0:
             return x.clone()
@@ -241,22 +251,13 @@ class GIN(torch.nn.Module):
             out = mix * (nx / (nm + self.eps))
         return out.to(x.dtype)
 
-    @staticmethod
-    def _check_input(x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"GIN expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"GIN expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"GIN expects a floating-point tensor, got dtype {x.dtype}")
-
     @torch.no_grad()
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment ``x`` (B, C, H, W) with a fresh random network; returns (B, C, H, W) in ``x``'s dtype.
 
         All draws use ``generator`` (must live on ``x.device``) or torch's default RNG; no graph is built.
         """
-        self._check_input(x)
+        _check_input(x, "GIN")
         _check_generator(generator, x.device)
         net = self.sample_network(x.shape[0], x.shape[1], x.device, generator)
         return self.apply_network(x, net)

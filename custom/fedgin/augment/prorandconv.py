@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gin import _autocast_dtype, _check_generator
+from .gin import _autocast_dtype, _check_generator, _check_input
 
 __all__ = ["ProRandConv", "ProRandConvParams", "deform_conv2d", "smooth_noise"]
 
@@ -250,7 +250,7 @@ class ProRandConv(torch.nn.Module):
     @torch.no_grad()
     def apply(self, x: Tensor, params: ProRandConvParams) -> Tensor:
         """Apply the drawn block ``params.repeats`` times (or return a copy of ``x`` if not ``params.applied``)."""
-        self._check_input(x)
+        _check_input(x, "ProRandConv")
         b, c, h, w = x.shape
         k = self.kernel_size
         if params.weight.shape != (c, c, k, k) or params.offsets.shape != (b, 2 * k * k, h, w):
@@ -277,19 +277,10 @@ class ProRandConv(torch.nn.Module):
                 y = torch.tanh(gamma * y + beta)
         return y.to(x.dtype)
 
-    @staticmethod
-    def _check_input(x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"ProRandConv expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"ProRandConv expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"ProRandConv expects a floating-point tensor, got dtype {x.dtype}")
-
     @torch.no_grad()
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment ``x`` (B, C, H, W) with a fresh block; returns (B, C, H, W) in ``x``'s dtype, in (-1, 1)."""
-        self._check_input(x)
+        _check_input(x, "ProRandConv")
         _check_generator(generator, x.device)
         b, c, h, w = x.shape
         params = self.sample(b, c, h, w, x.device, generator)

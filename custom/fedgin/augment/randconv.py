@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gin import _autocast_dtype, _check_generator
+from .gin import _autocast_dtype, _check_generator, _check_input
 
 __all__ = ["RCParams", "RCUNetAug", "random_linear_conv_stack", "truncated_normal"]
 
@@ -164,7 +164,7 @@ class RCUNetAug(torch.nn.Module):
     @torch.no_grad()
     def apply(self, x: Tensor, params: RCParams) -> Tensor:
         """Apply drawn kernels to the selected images (see the module docstring); others are copied unchanged."""
-        self._check_input(x)
+        _check_input(x, "RCUNetAug")
         b, c, h, w = x.shape
         if params.selected.shape != (b,) or params.weights[0].shape[0] != b * c:
             raise ValueError(f"params do not match an input of shape {tuple(x.shape)}; draw them with sample(B, C)")
@@ -201,19 +201,10 @@ class RCUNetAug(torch.nn.Module):
         hi = v.amax(dim=2, keepdim=True)
         return (v - lo) / (hi - lo).clamp_min(self.eps)
 
-    @staticmethod
-    def _check_input(x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"RCUNetAug expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"RCUNetAug expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"RCUNetAug expects a floating-point tensor, got dtype {x.dtype}")
-
     @torch.no_grad()
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment ``x`` (B, C, H, W); returns (B, C, H, W) in ``x``'s dtype; draws from ``generator``."""
-        self._check_input(x)
+        _check_input(x, "RCUNetAug")
         _check_generator(generator, x.device)
         params = self.sample(x.shape[0], x.shape[1], x.device, generator)
         return self.apply(x, params)
