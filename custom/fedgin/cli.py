@@ -67,10 +67,11 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
-    from fedgin.methods import DOMAINS, get_method
+    from fedgin.methods import model_domains
 
-    if get_method(values.get("method", "gin")).batch_norm == "domain":
-        values.setdefault("model", {}).setdefault("domains", list(DOMAINS))
+    domains = model_domains(values.get("method", "gin"))
+    if domains:
+        values.setdefault("model", {}).setdefault("domains", domains)
     return TrainConfig.from_dict(values)
 
 

@@ -39,11 +39,9 @@ def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
 
 
 def _train_values(method: str, channels: list[int], seed: int) -> dict[str, Any]:
-    from fedgin.methods import DOMAINS, get_method
+    from fedgin.methods import model_domains
 
-    model = {"channels": channels, "strides": [2] * (len(channels) - 1)}
-    if get_method(method).batch_norm == "domain":
-        model["domains"] = list(DOMAINS)
+    model = {"channels": channels, "strides": [2] * (len(channels) - 1), "domains": model_domains(method)}
     return {"method": method, "seed": seed, "model": model}
 
 

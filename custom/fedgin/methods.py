@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fedgin.augment import AUGMENTATIONS
 
-__all__ = ["Method", "METHODS", "get_method", "DOMAINS"]
+__all__ = ["Method", "METHODS", "get_method", "model_domains", "DOMAINS"]
 
 #: modality domains of the ``dsbn`` method (a case's ``modality`` selects its branch)
 DOMAINS = ("ct", "mri")
@@ -47,3 +47,8 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+
+
+def model_domains(name: str) -> list[str]:
+    """Batch-norm domains the model of method ``name`` needs: the modalities for DSBN, none otherwise."""
+    return list(DOMAINS) if get_method(name).batch_norm == "domain" else []

@@ -78,10 +78,11 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     if unknown:
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
     if "method" in values:
-        from fedgin.methods import DOMAINS, get_method
+        from fedgin.methods import model_domains
 
-        if get_method(values["method"]).batch_norm == "domain" and not values.get("domains"):
-            values["domains"] = list(DOMAINS)  # DSBN: one batch-norm branch per modality
+        domains = model_domains(values["method"])  # raises on an unknown method
+        if domains and not values.get("domains"):
+            values["domains"] = domains  # DSBN: one batch-norm branch per modality
     if output.exists():
         if not (output / "meta.json").is_file():
             raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
