@@ -40,3 +40,26 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     run_grid(toy_sites, out, ["none", "fedbn"], ["centralized", "federated"], rounds=1, channels=[8, 16, 32])
     log = capsys.readouterr().out
     assert log.count("done before, kept") == 2 and "centralized none ..." in log
+
+
+def test_resume_refuses_a_grid_made_with_other_parameters(toy_sites, tmp_path):
+    out = tmp_path / "cmp"
+    run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=1, channels=[8, 16, 32])
+    with pytest.raises(ValueError, match="other parameters.*rounds"):
+        run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=2, channels=[8, 16, 32])
+    with pytest.raises(ValueError, match="test_input"):
+        run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=1, channels=[8, 16, 32], test_input="reference")
+
+
+def test_reference_test_input_reaches_the_federated_model(toy_sites, tmp_path):
+    """With --test-input reference, FMAug's FLARE job and its global model carry FreeSDG's test filter."""
+    out = tmp_path / "cmp"
+    run_grid(toy_sites, out, ["fmaug"], ["federated"], rounds=1, channels=[8, 16, 32], test_input="reference")
+    cfg = json.loads((out / "runs" / "federated__fmaug" / "job" / "app" / "config" / "config_fed_server.json")
+                     .read_text())
+    assert cfg["test_input"] == "freesdg-hfc"
+    from fedgin.engine.checkpoint import load_model_file
+
+    model_file = next((out / "runs" / "federated__fmaug" / "workspace").rglob("FL_global_model.pt"))
+    model, meta = load_model_file(model_file)
+    assert model.test_input == "freesdg-hfc" and meta["model_config"]["test_input"] == "freesdg-hfc"

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
+TEST_INPUT_CHOICES = ["raw", "reference", "freesdg-hfc", "raffesdg-butterworth"]
+TEST_INPUT_HELP = ("network input at test time: raw slice (default), 'reference' = the method's reference pipeline "
+                   "filter (fmaug: freesdg-hfc, raffesdg: raffesdg-butterworth, others raw), or a filter by name")
 
 
 def method_names() -> list[str]:
@@ -72,6 +75,10 @@ def _train_config(a: argparse.Namespace):
     domains = model_domains(values.get("method", "gin"))
     if domains:
         values.setdefault("model", {}).setdefault("domains", domains)
+    if a.test_input is not None:
+        from fedgin.methods import eval_input_for
+
+        values.setdefault("model", {})["test_input"] = eval_input_for(values.get("method", "gin"), a.test_input)
     return TrainConfig.from_dict(values)
 
 
@@ -119,7 +126,7 @@ def _cmd_job(a: argparse.Namespace) -> int:
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-    from fedgin.compare import run_grid
+    from fedgin.compare import default_methods, run_grid
     from fedgin.demo import phantom_sites
     from fedgin.methods import METHODS
 
@@ -128,13 +135,19 @@ def _cmd_compare(a: argparse.Namespace) -> int:
         root = Path(a.data_root)
         datalists = {s: root / s / "datalist.json" for s in ("site-ct", "site-mri")}
     else:
-        datalists = phantom_sites(out / "phantom_data", a.cases, _organs(a.organs), a.spacing, a.size, a.seed)
-    methods = a.methods.split(",") if a.methods else sorted(METHODS)
+        datalists = phantom_sites(out / "phantom_data", a.cases, _organs(a.organs), a.spacing, a.size, a.seed,
+                                  step="phantom data: ")
+    methods = a.methods.split(",") if a.methods else default_methods()
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
     settings = a.settings.split(",")
-    run_grid(datalists, out, methods, settings, a.rounds, [int(c) for c in a.channels.split(",")], a.seed)
+    from fedgin.compare import SETTINGS
+
+    if set(settings) - set(SETTINGS):
+        raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(SETTINGS))}; known: {list(SETTINGS)}")
+    run_grid(datalists, out, methods, settings, a.rounds, [int(c) for c in a.channels.split(",")], a.seed,
+             test_input=a.test_input)
     print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
 
@@ -188,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels", type=lambda t: [int(c) for c in t.split(",")],
                    help="U-Net channels per level, e.g. 16,32,64,128 (default 32,64,128,256,512)")
     s.add_argument("--eval-every", type=int, help="validate every N steps (default: once per epoch)")
+    s.add_argument("--test-input", choices=TEST_INPUT_CHOICES, help=TEST_INPUT_HELP)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     s.set_defaults(func=_cmd_train)
 
@@ -216,13 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", help="folder with site-ct/ and site-mri/ datalists (default: phantom)")
     s.add_argument("--methods", help="comma-separated methods (default: all)")
     s.add_argument("--settings", default="single-ct,single-mri,centralized,federated", help="comma-separated")
-    s.add_argument("--rounds", type=int, default=20, help="rounds = epochs of every run (default 20)")
+    s.add_argument("--rounds", type=int, default=10,
+                   help="rounds = epochs of every run (default 10, sized for ~1 h on 2 CPU cores; paper 100)")
     s.add_argument("--channels", default="16,32,64,128", help="U-Net channels")
     s.add_argument("--cases", type=int, default=16, help="phantom cases per site")
     s.add_argument("--organs", default=DEMO_ORGANS, help="phantom task classes")
     s.add_argument("--spacing", type=float, default=4.0, help="phantom in-plane mm")
     s.add_argument("--size", type=int, default=96, help="phantom slice size")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
+                   help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
     s.set_defaults(func=_cmd_compare)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")

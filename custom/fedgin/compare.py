@@ -15,6 +15,7 @@ result.json``; a run whose result exists is not redone, so an interrupted grid r
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
@@ -23,6 +24,15 @@ from typing import Any
 
 SETTINGS = ("single-ct", "single-mri", "centralized", "federated")
 FEDERATION_ONLY = {"fedbn", "fedda"}
+#: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA
+METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc", "fedda")
+
+
+def default_methods() -> list[str]:
+    """Every registered method, in ``METHOD_ORDER`` first, then any other (newly added) one alphabetically."""
+    from fedgin.methods import METHODS
+
+    return [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
 
 
 def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
@@ -38,15 +48,16 @@ def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
     return runs
 
 
-def _train_values(method: str, channels: list[int], seed: int) -> dict[str, Any]:
-    from fedgin.methods import model_domains
+def _train_values(method: str, channels: list[int], seed: int, test_input: str = "raw") -> dict[str, Any]:
+    from fedgin.methods import eval_input_for, model_domains
 
-    model = {"channels": channels, "strides": [2] * (len(channels) - 1), "domains": model_domains(method)}
+    model = {"channels": channels, "strides": [2] * (len(channels) - 1), "domains": model_domains(method),
+             "test_input": eval_input_for(method, test_input)}
     return {"method": method, "seed": seed, "model": model}
 
 
 def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, rounds: int, channels: list[int],
-            seed: int) -> dict[str, Any]:
+            seed: int, test_input: str = "raw") -> dict[str, Any]:
     """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.workflows.evaluate`` format)."""
     from fedgin.engine import TrainConfig
     from fedgin.engine.metrics import summarise
@@ -57,8 +68,8 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
     tests = [datalists["site-ct"], datalists["site-mri"]]
     t0 = time.perf_counter()
     if setting == "federated":
-        values = {"method": method, "num_rounds": rounds, "channels": channels,
-                  "strides": [2] * (len(channels) - 1), "seed": seed,
+        model = _train_values(method, channels, seed, test_input)["model"]
+        values = {"method": method, "num_rounds": rounds, "seed": seed, **model,
                   "data_root": str(datalists["site-ct"].parents[1])}
         values = task_from_sites(datalists["site-ct"].parents[1], values)
         job = build_job(out / "job", values, name=f"compare_{method}")
@@ -75,7 +86,7 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
     else:
         train_on = {"single-ct": ["site-ct"], "single-mri": ["site-mri"],
                     "centralized": ["site-ct", "site-mri"]}[setting]
-        cfg = TrainConfig.from_dict(_train_values(method, channels, seed))
+        cfg = TrainConfig.from_dict(_train_values(method, channels, seed, test_input))
         res = train([datalists[s] for s in train_on], out / "train", cfg, epochs=rounds, progress=False)
         result = evaluate(res["model"], tests, "test", progress=False)
     result["seconds"] = time.perf_counter() - t0
@@ -83,9 +94,15 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
 
 
 def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], settings: list[str], rounds: int,
-             channels: list[int], seed: int = 0) -> Path:
-    """Run every missing cell of the grid, then write the report; returns the report folder."""
+             channels: list[int], seed: int = 0, test_input: str = "raw") -> Path:
+    """Run every missing cell of the grid, then write the report; returns the report folder.
+
+    ``test_input``: ``"raw"`` or ``"reference"`` (each method's reference test-time filter, ``fedgin.methods``).
+    """
     output.mkdir(parents=True, exist_ok=True)
+    data = {site: hashlib.sha1(Path(d).read_bytes()).hexdigest()[:12] for site, d in sorted(datalists.items())}
+    _check_grid_params(output, {"rounds": rounds, "channels": list(channels), "seed": seed, "test_input": test_input,
+                                "datalists_sha1": data})
     cells = grid(methods, settings)
     for i, (setting, method) in enumerate(cells, 1):
         cell = output / "runs" / f"{setting}__{method}"
@@ -95,12 +112,24 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
             continue
         print(f"[{i}/{len(cells)}] {setting} {method} ...", flush=True)
         cell.mkdir(parents=True, exist_ok=True)
-        result = run_one(setting, method, datalists, cell, rounds, channels, seed)
+        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"setting": setting, "method": method, **result}, default=str))
         tmp.replace(done)  # a cell counts as done only once its result is complete
         print(f"      mean Dice {result['mean_dice']:.3f} in {result['seconds']:.0f} s")
     return write_report(output, cells)
+
+
+def _check_grid_params(output: Path, params: dict[str, Any]) -> None:
+    """Record the grid's parameters in ``grid.json``; refuse to resume a grid made with other ones."""
+    f = output / "grid.json"
+    if f.is_file():
+        before = json.loads(f.read_text())
+        diff = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
+        if diff:
+            raise ValueError(f"{output} holds a grid made with other parameters (before, now): {diff}; "
+                             f"use another --output or the same parameters")
+    f.write_text(json.dumps(params))
 
 
 def write_report(output: Path, cells: list[tuple[str, str]]) -> Path:

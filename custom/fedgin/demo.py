@@ -46,7 +46,8 @@ def _stage(workdir: Path, name: str, params: dict, build) -> Path:
     return out
 
 
-def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, size: int, seed: int) -> dict[str, Path]:
+def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, size: int, seed: int,
+                  step: str = "[{i}/4] ") -> dict[str, Path]:
     """Phantom CT and MRI cases and the slice caches of ``site-ct`` / ``site-mri`` under ``work`` (reused when
     unchanged); returns {site: datalist path}."""
     from fedgin.data import prepare_site
@@ -55,7 +56,7 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
     work.mkdir(parents=True, exist_ok=True)
     datalists = {}
     for i, (site, modality) in enumerate(SITES.items()):
-        print(f"[{i + 1}/4] {site}: phantom {modality.upper()} cases and slice cache")
+        print(f"{step.format(i=i + 1)}{site}: phantom {modality.upper()} cases and slice cache")
         pparams = {"modality": modality, "cases": cases, "seed": seed}
         ph = _stage(work, f"phantom/{modality}", pparams, lambda out: generate_dataset(out, modality, cases, seed))
         dparams = {**pparams, "organs": organs, "spacing": spacing, "size": size}

@@ -11,6 +11,9 @@ A method is an augmentation (``fedgin.augment``) plus a batch-norm policy:
   by the volume's modality;
 - ``fedda``: adversarial alignment of each site's bottleneck features with the global model's, with a
   discriminator that never leaves the site (our reimplementation, see ``fedgin.engine.adversarial``).
+
+``reference_test_input`` names the test-time input filter of a method's reference pipeline (FreeSDG, RaffeSDG);
+it is used only when asked for (``--test-input reference``), the default test input being the raw slice.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 from fedgin.augment import AUGMENTATIONS
 
-__all__ = ["Method", "METHODS", "get_method", "model_domains", "DOMAINS"]
+__all__ = ["Method", "METHODS", "get_method", "model_domains", "eval_input_for", "DOMAINS"]
 
 #: modality domains of the ``dsbn`` method (a case's ``modality`` selects its branch)
 DOMAINS = ("ct", "mri")
@@ -33,9 +36,12 @@ class Method:
     augmentation: str = "none"
     batch_norm: str = "shared"
     adversarial: bool = False  # FedDA-style feature alignment to the global model (fedgin.engine.adversarial)
+    reference_test_input: str = "raw"  # the reference pipeline's eval-time filter (fedgin.augment.eval_input)
 
 
 METHODS: dict[str, Method] = {name: Method(name, augmentation=name) for name in AUGMENTATIONS}
+METHODS["fmaug"] = Method("fmaug", augmentation="fmaug", reference_test_input="freesdg-hfc")
+METHODS["raffesdg"] = Method("raffesdg", augmentation="raffesdg", reference_test_input="raffesdg-butterworth")
 METHODS["fedbn"] = Method("fedbn", augmentation="none", batch_norm="local")
 METHODS["dsbn"] = Method("dsbn", augmentation="none", batch_norm="domain")
 METHODS["fedda"] = Method("fedda", augmentation="none", adversarial=True)
@@ -52,3 +58,9 @@ def get_method(name: str) -> Method:
 def model_domains(name: str) -> list[str]:
     """Batch-norm domains the model of method ``name`` needs: the modalities for DSBN, none otherwise."""
     return list(DOMAINS) if get_method(name).batch_norm == "domain" else []
+
+
+def eval_input_for(name: str, choice: str = "raw") -> str:
+    """The model's ``test_input`` for method ``name``: ``choice`` itself, or with ``choice="reference"`` the
+    method's ``reference_test_input`` (``"raw"`` for methods whose reference tests on the raw image)."""
+    return get_method(name).reference_test_input if choice == "reference" else choice

@@ -26,6 +26,7 @@ class ModelConfig:
     norm: str = "batch"
     dropout: float = 0.0
     domains: tuple[str, ...] = ()  # non-empty: domain-specific batch norm with one branch per domain (DSBN)
+    test_input: str = "raw"  # eval-time input filter: raw | freesdg-hfc | raffesdg-butterworth (augment.eval_input)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
@@ -39,6 +40,10 @@ class ModelConfig:
         cfg = cls(**values)
         if len(cfg.strides) != len(cfg.channels) - 1:
             raise ValueError(f"model: len(strides) must be len(channels) - 1, got {cfg.strides} for {cfg.channels}")
+        from fedgin.augment.eval_input import EVAL_INPUTS
+
+        if cfg.test_input not in EVAL_INPUTS:
+            raise ValueError(f"model: test_input must be one of {list(EVAL_INPUTS)}, got {cfg.test_input!r}")
         return cfg
 
 

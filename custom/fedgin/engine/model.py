@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from monai.networks.nets import UNet
 
+from fedgin.augment.eval_input import eval_input_filter
 from fedgin.engine.norm import convert_to_domain_bn
 
 __all__ = ["SegUNet", "num_outputs", "build_model"]
@@ -27,7 +29,8 @@ class SegUNet(UNet):
 
     Input (B, 1, H, W) float; output logits (B, num_outputs(num_classes), H, W). H and W must be divisible by
     the product of ``strides``. With ``domains``, every batch-norm layer is a ``DomainBatchNorm`` whose branch is
-    selected with ``fedgin.engine.norm.set_domain``.
+    selected with ``fedgin.engine.norm.set_domain``. With ``test_input`` other than ``"raw"``, the input is passed
+    through that reference test-time filter (``fedgin.augment.eval_input``) in eval mode only.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class SegUNet(UNet):
         norm: str = "batch",
         dropout: float = 0.0,
         domains: Sequence[str] = (),
+        test_input: str = "raw",
     ) -> None:
         super().__init__(
             spatial_dims=2,
@@ -56,6 +60,13 @@ class SegUNet(UNet):
             if norm != "batch":
                 raise ValueError(f"domain-specific batch norm needs norm='batch', got {norm!r}")
             convert_to_domain_bn(self, self.domains)
+        self.test_input = test_input
+        self._eval_filter = eval_input_filter(test_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._eval_filter is not None and not self.training:
+            x = self._eval_filter(x)
+        return super().forward(x)
 
 
 def build_model(num_classes: int, config) -> SegUNet:
@@ -68,4 +79,5 @@ def build_model(num_classes: int, config) -> SegUNet:
         norm=config.norm,
         dropout=config.dropout,
         domains=config.domains,
+        test_input=config.test_input,
     )
