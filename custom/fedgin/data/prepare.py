@@ -138,6 +138,20 @@ def _install(tmp: Path, output_dir: Path) -> None:
         os.rename(tmp, output_dir)
 
 
+def _select_cases(cases: list[SourceCase], case_splits: dict[str, str], input_dir: Path,
+                  modality: str) -> list[SourceCase]:
+    """The cases named by a partition, in dataset order; an unknown id or split is an error."""
+    bad = sorted({s for s in case_splits.values() if s not in SPLITS})
+    if bad:
+        raise PrepareError(f"partition: unknown split(s) {bad}; expected {', '.join(SPLITS)}")
+    found = {c.case_id for c in cases}
+    missing = sorted(set(case_splits) - found)
+    if missing:
+        raise PrepareError(f"{input_dir}: partition names {len(missing)} {modality} case(s) not in the dataset, "
+                           f"e.g. {', '.join(missing[:5])}")
+    return [c for c in cases if c.case_id in case_splits]
+
+
 def _label_counts(label: np.ndarray, k: int) -> list[int]:
     """Voxel count of each id 0..k (no int64 copy of the volume, unlike ``np.bincount``)."""
     return [int(np.count_nonzero(label == i)) for i in range(k + 1)]
@@ -193,6 +207,7 @@ def prepare_site(
     test_fraction: float = 0.2,
     clip_percentiles: Sequence[float] | None = (0.5, 99.5),
     progress: bool = True,
+    case_splits: dict[str, str] | None = None,
 ) -> Path:
     """Build one site's slice cache and ``datalist.json`` (format of ``fedgin.data.datalist``).
 
@@ -209,6 +224,8 @@ def prepare_site(
         val_fraction, test_fraction: fractions of cases for the seeded split.
         clip_percentiles: percentile clip before the z-score, ``None`` to turn clipping off.
         progress: show a tqdm bar over cases.
+        case_splits: ``{case_id: split}`` from a partition (``fedgin.partition``): only these cases are prepared,
+            each into its given split (``training``/``validation``/``test``); overrides the dataset's own split.
 
     Returns:
         The path of the written ``datalist.json``.
@@ -229,10 +246,15 @@ def prepare_site(
         raise PrepareError(
             f"{input_dir}: no {modality} case found for site {site!r} (layout {layout!r}: {adapter.description})"
         )
+    if case_splits is not None:
+        cases = _select_cases(cases, case_splits, input_dir, modality)
     if adapter.check_case is not None:
         for case in cases:
             adapter.check_case(case, organs)
-    if all(c.split is not None for c in cases):
+    if case_splits is not None:
+        split_of = dict(case_splits)
+        policy = "partition"
+    elif all(c.split is not None for c in cases):
         split_of = {c.case_id: c.split for c in cases}
         policy = "dataset"
     else:
