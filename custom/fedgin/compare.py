@@ -48,59 +48,35 @@ def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
     return runs
 
 
-def _train_values(method: str, channels: list[int], seed: int, test_input: str = "raw") -> dict[str, Any]:
-    from fedgin.methods import eval_input_for, model_domains
-
-    model = {"channels": channels, "strides": [2] * (len(channels) - 1), "domains": model_domains(method),
-             "test_input": eval_input_for(method, test_input)}
-    return {"method": method, "seed": seed, "model": model}
-
-
 def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, rounds: int, channels: list[int],
-            seed: int, test_input: str = "raw") -> dict[str, Any]:
-    """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.workflows.evaluate`` format)."""
-    from fedgin.engine import TrainConfig
-    from fedgin.engine.metrics import summarise
-    from fedgin.flare.job import build_job, task_from_sites
-    from fedgin.flare.simulate import run_simulator
-    from fedgin.workflows import evaluate, train
+            seed: int, test_input: str = "raw", tests: list[Path] | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.workflows.evaluate`` format).
 
-    tests = [datalists["site-ct"], datalists["site-mri"]]
-    t0 = time.perf_counter()
-    if setting == "federated":
-        model = _train_values(method, channels, seed, test_input)["model"]
-        values = {"method": method, "num_rounds": rounds, "seed": seed, **model,
-                  "data_root": str(datalists["site-ct"].parents[1])}
-        values = task_from_sites(datalists["site-ct"].parents[1], values)
-        job = build_job(out / "job", values, name=f"compare_{method}")
-        sim = run_simulator(job, out / "workspace", ["site-ct", "site-mri"], echo=None)
-        if method == "fedbn":  # FedBN has no usable global BN: each modality is tested with its site's local model
-            res = [evaluate(out / "workspace" / s / "simulate_job" / f"app_{s}" / "local_model.pt", [datalists[s]],
-                            "test", progress=False) for s in ("site-ct", "site-mri")]
-            cases = res[0]["cases"] + res[1]["cases"]
-            summary = summarise(cases, res[0]["classes"])
-            result = {**res[0], "cases": cases, "summary": summary, "mean_dice": summary["mean_dice"],
-                      "model": "local models"}
-        else:
-            result = evaluate(sim["global_model"], tests, "test", progress=False)
-    else:
-        train_on = {"single-ct": ["site-ct"], "single-mri": ["site-mri"],
-                    "centralized": ["site-ct", "site-mri"]}[setting]
-        cfg = TrainConfig.from_dict(_train_values(method, channels, seed, test_input))
-        res = train([datalists[s] for s in train_on], out / "train", cfg, epochs=rounds, progress=False)
-        result = evaluate(res["model"], tests, "test", progress=False)
-    result["seconds"] = time.perf_counter() - t0
+    ``tests``: datalists whose ``test`` cases are scored (default: the test cases of site-ct and site-mri).
+    """
+    from fedgin.runs import evaluate_run, train_run
+
+    train_on = {"single-ct": ["site-ct"], "single-mri": ["site-mri"]}.get(setting, ["site-ct", "site-mri"])
+    kind = "local" if setting.startswith("single") else setting
+    trained = train_run(kind, method, {s: datalists[s] for s in train_on}, out, rounds=rounds, channels=channels,
+                        seed=seed, test_input=test_input)
+    result = evaluate_run(trained, tests or [datalists["site-ct"], datalists["site-mri"]], "test",
+                          site_modality={"site-ct": "ct", "site-mri": "mri"})
+    result["seconds"] = trained["seconds"]
     return result
 
 
 def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], settings: list[str], rounds: int,
-             channels: list[int], seed: int = 0, test_input: str = "raw") -> Path:
-    """Run every missing cell of the grid, then write the report; returns the report folder.
+             channels: list[int], seed: int = 0, test_input: str = "raw", tests: list[Path] | None = None,
+             report: bool = True) -> Path:
+    """Run every missing cell of the grid, then (with ``report``) write the report; returns the grid folder.
 
     ``test_input``: ``"raw"`` or ``"reference"`` (each method's reference test-time filter, ``fedgin.methods``).
+    ``tests``: datalists whose test cases are scored (default: those of site-ct and site-mri).
     """
     output.mkdir(parents=True, exist_ok=True)
-    data = {site: hashlib.sha1(Path(d).read_bytes()).hexdigest()[:12] for site, d in sorted(datalists.items())}
+    every = {**datalists, **{f"test:{Path(t).parent.name}": t for t in tests or []}}
+    data = {site: hashlib.sha1(Path(d).read_bytes()).hexdigest()[:12] for site, d in sorted(every.items())}
     _check_grid_params(output, {"rounds": rounds, "channels": list(channels), "seed": seed, "test_input": test_input,
                                 "datalists_sha1": data})
     cells = grid(methods, settings)
@@ -112,12 +88,17 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
             continue
         print(f"[{i}/{len(cells)}] {setting} {method} ...", flush=True)
         cell.mkdir(parents=True, exist_ok=True)
-        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input)
+        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input, tests)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"setting": setting, "method": method, **result}, default=str))
         tmp.replace(done)  # a cell counts as done only once its result is complete
         print(f"      mean Dice {result['mean_dice']:.3f} in {result['seconds']:.0f} s")
-    return write_report(output, cells)
+    return write_report(output, cells) if report else output
+
+
+def load_results(output: Path, cells: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The ``result.json`` of each cell, in ``cells`` order."""
+    return [json.loads((output / "runs" / f"{s}__{m}" / "result.json").read_text()) for s, m in cells]
 
 
 def _check_grid_params(output: Path, params: dict[str, Any]) -> None:
@@ -132,18 +113,19 @@ def _check_grid_params(output: Path, params: dict[str, Any]) -> None:
     f.write_text(json.dumps(params))
 
 
-def write_report(output: Path, cells: list[tuple[str, str]]) -> Path:
-    """dice.csv, table.md, ratios.csv and dice.png from the cells' result.json files."""
-    results = [json.loads((output / "runs" / f"{s}__{m}" / "result.json").read_text()) for s, m in cells]
+def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[str, Any]] | None = None) -> Path:
+    """dice.csv, table.md, ratios.csv and dice.png from the cells' results (default: their result.json files)."""
+    results = results if results is not None else load_results(output, cells)
     classes = results[0]["classes"]
     with open(output / "dice.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "method", "case", "modality", "class", "dice"])
+        w.writerow(["setting", "method", "site", "case", "modality", "class", "dice"])
         for r in results:
             for c in r["cases"]:
                 for name in classes:
                     d = c["dice"].get(name)
-                    w.writerow([r["setting"], r["method"], c["case"], c["modality"], name, "" if d is None else d])
+                    w.writerow([r["setting"], r["method"], c.get("site", ""), c["case"], c["modality"], name,
+                                "" if d is None else d])
     # table: rows = runs, columns = (modality, class) + mean per modality
     cols = [(m, name) for m in ("ct", "mri") for name in classes + ["mean"]]
 
@@ -198,3 +180,27 @@ def _plot(path: Path, results: list[dict], values: list[list[float]], cols: list
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def merge_binary_results(per_class: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One result over several classes from binary runs, one per class (the paper trains one model per organ):
+    ``{class: result}`` → a result whose cases carry every class's Dice (matched by site and case id)."""
+    from fedgin.engine.metrics import summarise
+
+    classes = list(per_class)
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, res in per_class.items():
+        for c in res["cases"]:
+            key = (c.get("site", ""), c["case"])
+            entry = merged.setdefault(key, {**c, "dice": {}, "voxels": {}})
+            entry["dice"][name] = c["dice"].get(name)
+            entry["voxels"][name] = c.get("voxels", {}).get(name)
+    cases = list(merged.values())
+    for c in cases:
+        for name in classes:
+            c["dice"].setdefault(name, None)
+    summary = summarise(cases, classes)
+    first = next(iter(per_class.values()))
+    return {"setting": first.get("setting"), "method": first.get("method"), "classes": classes, "cases": cases,
+            "summary": summary, "mean_dice": summary["mean_dice"],
+            "seconds": sum(r.get("seconds", 0.0) for r in per_class.values())}

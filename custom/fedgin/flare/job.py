@@ -108,12 +108,14 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     return output
 
 
-def task_from_sites(data_root: Path, values: dict) -> dict:
-    """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree)."""
+def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = None) -> dict:
+    """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree);
+    ``sites`` restricts this to those site folders (default: every ``<data_root>/*/datalist.json``)."""
     from fedgin.data.datalist import load_datalist, task_labels
 
     found = {}
-    for path in sorted(data_root.glob("*/datalist.json")):
+    paths = [data_root / s / "datalist.json" for s in sites] if sites else sorted(data_root.glob("*/datalist.json"))
+    for path in paths:
         d = load_datalist(path)
         task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
         for key, value in task.items():

@@ -1,0 +1,184 @@
+"""Use case 2 of the paper: whole heart, 7 classes, three training sites (CT, CT, MRI) and a held-out MRI site.
+
+The held-out site never trains. Its cases are split in halves by the partition: the *validation* half is used by
+the server to score every round's global model and keep the best one (``fedgin.flare.model_selection``), the
+*test* half only for the final report (Table V layout). Table IV lists the sites and their data.
+
+Baselines on the same partition and budget: local training at each training site, centralized training on the
+pooled training sites (with each method). Local and centralized runs report their final model (they have no
+federation and no server); federated runs report both the model selected on the held-out half and the final one.
+Sources: without ``--source SITE=whs:MODALITY:PATH`` each site is a seeded whole-heart phantom with its own
+acquisition protocol, so the sites differ as scanners and hospitals do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgin.experiments.report import fmt, markdown_table
+from fedgin.experiments.sources import Source, phantom_source, prepare_sites
+from fedgin.partition import draw_partition, write_partition
+
+__all__ = ["HeartConfig", "HEART_CLASSES", "TRAIN_SITES", "HELDOUT_SITE", "heart"]
+
+HEART_CLASSES = ["myo", "la", "lv", "ra", "rv", "ao", "pa"]
+TRAIN_SITES = {"site-ct1": "ct", "site-ct2": "ct", "site-mri1": "mri"}
+HELDOUT_SITE = "site-mri2"
+
+
+@dataclass
+class HeartConfig:
+    """Sizes default to a 2-core CPU."""
+
+    classes: list[str] = field(default_factory=lambda: list(HEART_CLASSES))
+    methods: list[str] = field(default_factory=lambda: ["none", "gin"])
+    rounds: int = 10  # paper: 100
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    spacing: float = 2.5
+    size: int = 80
+    seed: int = 0
+    train_cases: int = 6  # per training site
+    val_cases: int = 2  # per training site
+    heldout_val: int = 3
+    heldout_test: int = 3
+    protocols: dict[str, str | None] = field(default_factory=lambda: {
+        "site-ct1": None, "site-ct2": None, "site-mri1": None, "site-mri2": None})
+    local: bool = True
+    centralized: bool = True
+    test_input: str = "raw"
+
+
+def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -> Path:
+    """Run (or resume) the whole-heart experiment; writes ``table.md`` (Table V layout: held-out test Dice per
+    class), ``sites.md`` (Table IV: the sites and their data), ``dice.csv``, ``partition.json`` and
+    ``heldout_validation.png`` (the server's per-round held-out Dice) into ``out``; returns ``out``."""
+    from fedgin.runs import cached_run, evaluate_run, train_run
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    sources = dict(given or {})
+    modalities = {**TRAIN_SITES, HELDOUT_SITE: "mri"}
+    for site, modality in modalities.items():
+        if site in sources:
+            continue
+        n = cfg.heldout_val + cfg.heldout_test if site == HELDOUT_SITE else cfg.train_cases + cfg.val_cases
+        seed = cfg.seed + 100 * list(modalities).index(site)  # other patients at every site
+        print(f"source {site}: phantom heart {modality.upper()}, {n} cases, protocol "
+              f"{cfg.protocols.get(site) or 'default'}")
+        sources[site] = phantom_source(out, site, "heart", modality, n, seed, cfg.protocols.get(site))
+    pools = {name: {"modality": s.modality, "cases": s.case_ids()} for name, s in sources.items()}
+    plan = {site: {"source": site, "training": cfg.train_cases, "validation": cfg.val_cases} for site in TRAIN_SITES}
+    plan[HELDOUT_SITE] = {"source": HELDOUT_SITE, "validation": cfg.heldout_val, "test": cfg.heldout_test}
+    partition = draw_partition(pools, plan, cfg.seed, description="heart: three training sites (CT, CT, MRI); the "
+                               "held-out MRI site's validation half selects the model, its test half tests it")
+    write_partition(out / "partition.json", partition)
+    data = prepare_sites(out / "data", partition, sources, cfg.classes, cfg.spacing, cfg.size)
+    held = data[HELDOUT_SITE]
+    train_sites = {s: data[s] for s in TRAIN_SITES}
+    modality_of = dict(TRAIN_SITES)
+
+    runs: list[tuple[str, str, str, dict[str, Path]]] = []  # (group, label, method, sites)
+    if cfg.local:
+        runs += [("local", f"local {s}", "none", {s: p}) for s, p in train_sites.items()]
+    if cfg.centralized:
+        runs += [("centralized", f"centralized {m}", m, train_sites) for m in cfg.methods if m not in ("fedbn", "fedda")]
+    runs += [("federated", f"federated {m}", m, train_sites) for m in cfg.methods]
+    results: list[dict[str, Any]] = []
+    for i, (group, label, method, sites) in enumerate(runs, 1):
+        name = label.replace(" ", "__")
+        print(f"[{i}/{len(runs)}] {label}", flush=True)
+
+        def run(cell=out / "runs" / name, group=group, method=method, sites=sites):
+            kind = "local" if group == "local" else group
+            trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels, seed=cfg.seed,
+                                test_input=cfg.test_input, heldout=held if group == "federated" else None)
+            res = evaluate_run(trained, [held], "test", site_modality=modality_of)
+            entry = {"group": group, "method": method, "model": "final" if group != "federated" else "best on "
+                     "held-out validation", "summary": res["summary"], "cases": res["cases"],
+                     "seconds": trained["seconds"]}
+            if group == "federated" and not isinstance(trained["model"], dict):
+                final = evaluate_run({"model": trained["global_model"]}, [held], "test")
+                entry["final"] = {"summary": final["summary"], "cases": final["cases"]}
+                entry["heldout_validation"] = trained.get("heldout_validation")
+            return entry
+
+        res = cached_run(out / "runs" / name, run)
+        res["label"] = label
+        results.append(res)
+        print(f"      held-out test Dice {fmt(res['summary']['mean_dice'])} in {res['seconds']:.0f} s")
+    _report(out, cfg, results, partition, data)
+    (out / "experiment.json").write_text(json.dumps({
+        "config": asdict(cfg), "sources": {n: s.description or str(s.path) for n, s in sources.items()},
+        "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}, indent=1))
+    return out
+
+
+def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partition: dict[str, Any],
+            data: dict[str, Path]) -> None:
+    import csv
+
+    from fedgin.data.datalist import load_datalist
+
+    # Table IV: the sites
+    rows = []
+    for site, entry in partition["sites"].items():
+        d = load_datalist(data[site])
+        slices = sum(c["num_slices"] for c in d["training"])
+        role = "held-out (server validation + test)" if site == HELDOUT_SITE else "training"
+        rows.append([site, role, entry["modality"].upper(), str(len(entry["training"])), str(len(entry["validation"])),
+                     str(len(entry["test"])), str(slices)])
+    sites_md = markdown_table(["site", "role", "modality", "training cases", "validation cases", "test cases",
+                               "training slices"], rows, path=out / "sites.md")
+    # Table V: held-out test Dice per class
+    lines, values = [], []
+    for r in results:
+        variants = [(r["label"] + (" (best on held-out val)" if r["group"] == "federated" and "final" in r else ""),
+                     r["summary"])]
+        if "final" in r:
+            variants.append((r["label"] + " (final)", r["final"]["summary"]))
+        for label, summary in variants:
+            vals = [summary["per_class"][c]["mean"] for c in cfg.classes] + [summary["mean_dice"]]
+            lines.append([r["group"], label] + [fmt(v) for v in vals])
+            values.append(vals)
+    table = markdown_table(["setting", "run"] + cfg.classes + ["mean"], lines, values, first_value_column=2,
+                           path=out / "table.md")
+    print(f"Sites (Table IV):\n{sites_md}\nHeld-out site, test half: 3D Dice (Table V layout):\n{table}")
+    with open(out / "dice.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "case", "class", "dice"])
+        for r in results:
+            for c in r["cases"]:
+                for name in cfg.classes:
+                    d = c["dice"].get(name)
+                    w.writerow([r["label"], c["case"], name, "" if d is None else d])
+    _heldout_plot(out / "heldout_validation.png", results)
+
+
+def _heldout_plot(path: Path, results: list[dict[str, Any]]) -> None:
+    curves = [(r["label"], r["heldout_validation"]) for r in results if r.get("heldout_validation")]
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rounds in curves:
+        xs = [e["round"] + 1 for e in rounds]
+        ax.plot(xs, [e["mean_dice"] for e in rounds], marker=".", label=label)
+        best = [e for e in rounds if e["best"]][-1]
+        ax.scatter([best["round"] + 1], [best["mean_dice"]], marker="*", s=120, zorder=3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("held-out validation Dice (server)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Model selection on the held-out site (★ = selected)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

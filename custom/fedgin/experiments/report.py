@@ -1,0 +1,44 @@
+"""Small report helpers shared by the experiments: markdown tables with the best value per column in bold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["markdown_table", "fmt", "mean_std"]
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population std of the finite values (NaN, NaN when there is none)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan
+    m = sum(vals) / len(vals)
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
+
+
+def markdown_table(header: list[str], rows: list[list[str]], values: list[list[float]] | None = None,
+                   first_value_column: int = 1, path: Path | None = None) -> str:
+    """A markdown table; with ``values`` (one row of numbers per row, aligned with the columns from
+    ``first_value_column``), the best (highest) value of each column is bold."""
+    rows = [list(r) for r in rows]
+    if values:
+        for j in range(len(values[0])):
+            col = [v[j] for v in values if v[j] is not None and math.isfinite(v[j])]
+            if not col:
+                continue
+            best = max(col)
+            for r, v in zip(rows, values):
+                if v[j] is not None and math.isfinite(v[j]) and v[j] == best:
+                    r[first_value_column + j] = f"**{r[first_value_column + j]}**"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        Path(path).write_text(text)
+    return text

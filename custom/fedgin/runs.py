@@ -1,0 +1,137 @@
+"""One training run of an experiment (local, centralized or federated) and its evaluation, with resume.
+
+Every experiment (``fedgin compare``, ``fedgin experiment ...``) is a list of such runs on prepared sites, so they
+all share one definition of the training settings, all with the same budget: ``rounds`` passes over each site's
+training slices (``rounds`` epochs for local and centralized training; ``rounds`` FLARE rounds of one local epoch
+for the federation, run in the real ``nvflare simulator``).
+
+- ``local`` / ``centralized``: ``fedgin.workflows.train`` on the pooled training slices of ``sites``; the final
+  model is evaluated.
+- ``federated``: a job built from ``jobs/fedgin`` with ``sites`` as clients; the final global model is evaluated,
+  or, with ``heldout`` (a held-out site's datalist), the best global model chosen at the server on its validation
+  cases. FedBN has no global batch norm: each test datalist is evaluated with the local model of a training site
+  of the same modality.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "train_run", "evaluate_run", "cached_run"]
+
+SETTINGS = ("local", "centralized", "federated")
+
+
+def _model_values(method: str, channels: list[int], test_input: str) -> dict[str, Any]:
+    from fedgin.methods import eval_input_for, model_domains
+
+    return {"channels": list(channels), "strides": [2] * (len(channels) - 1), "domains": model_domains(method),
+            "test_input": eval_input_for(method, test_input)}
+
+
+def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, rounds: int, channels: list[int],
+              seed: int = 0, test_input: str = "raw", heldout: Path | None = None,
+              job_values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one model; returns ``{"model": path | {site: path} (FedBN), "seconds": float, ...}``.
+
+    Args:
+        setting: ``local`` (one site), ``centralized`` (pooled sites) or ``federated``.
+        sites: site name → datalist path (the federation's clients, or the data pooled).
+        heldout: federated only: the held-out site whose validation cases select the best global model.
+        job_values: extra job variables for the federated run (e.g. ``{"local_epochs": 2}``).
+    """
+    from fedgin.engine import TrainConfig
+    from fedgin.methods import get_method
+
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; known: {SETTINGS}")
+    method_obj = get_method(method)
+    model = _model_values(method, channels, test_input)
+    t0 = time.perf_counter()
+    if setting == "federated":
+        return _federated(method, sites, out, rounds, seed, model, heldout, job_values or {}, t0)
+    if method_obj.batch_norm == "local" or method_obj.adversarial:
+        raise ValueError(f"method {method!r} needs a federation (setting 'federated')")
+    if setting == "local" and len(sites) != 1:
+        raise ValueError(f"local training takes one site, got {sorted(sites)}")
+    from fedgin.workflows import train
+
+    cfg = TrainConfig.from_dict({"method": method, "seed": seed, "model": model})
+    res = train(list(sites.values()), out / "train", cfg, epochs=rounds, progress=False)
+    return {"model": res["model"], "seconds": time.perf_counter() - t0}
+
+
+def _federated(method, sites, out, rounds, seed, model, heldout, extra, t0) -> dict[str, Any]:
+    from fedgin.flare.job import build_job, task_from_sites
+    from fedgin.flare.simulate import run_simulator
+    from fedgin.methods import get_method
+
+    roots = {Path(p).parents[1] for p in sites.values()}
+    for site, p in sites.items():
+        if Path(p).parent.name != site:
+            raise ValueError(f"{p}: a federated site's datalist must be <data_root>/{site}/datalist.json")
+    if len(roots) != 1:
+        raise ValueError(f"the federation's sites must share one data root, got {sorted(map(str, roots))}")
+    root = roots.pop()
+    values = {"method": method, "num_rounds": rounds, "seed": seed, **model, "data_root": str(root),
+              "min_clients": len(sites), **extra}
+    if heldout is not None:
+        values["heldout_datalist"] = str(Path(heldout).resolve())
+    values = task_from_sites(root, values, sites=list(sites))
+    job = build_job(out / "job", values, name=f"{out.name}")
+    sim = run_simulator(job, out / "workspace", list(sites), echo=None)
+    result: dict[str, Any] = {"seconds": time.perf_counter() - t0, "global_model": str(sim["global_model"])}
+    if get_method(method).batch_norm == "local":
+        result["model"] = {s: str(out / "workspace" / s / "simulate_job" / f"app_{s}" / "local_model.pt")
+                           for s in sites}
+    elif heldout is not None:
+        result["model"] = str(sim["best_model"])
+        log = sim["global_model"].parent / "heldout_validation.json"
+        result["heldout_validation"] = json.loads(log.read_text())["rounds"]
+    else:
+        result["model"] = str(sim["global_model"])
+    return result
+
+
+def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test",
+                 site_modality: dict[str, str] | None = None) -> dict[str, Any]:
+    """3D Dice of a trained run on the ``split`` cases of ``tests`` (``fedgin.workflows.evaluate`` format).
+
+    For FedBN (``trained["model"]`` a dict of local models) each test datalist is scored with the local model of a
+    site of its modality (``site_modality``: site → modality).
+    """
+    from fedgin.data.datalist import load_datalist
+    from fedgin.engine.metrics import summarise
+    from fedgin.workflows import evaluate
+
+    model = trained["model"]
+    if not isinstance(model, dict):
+        return evaluate(model, tests, split, progress=False)
+    parts = []
+    for test in tests:
+        modality = load_datalist(test)["modality"]
+        site = next((s for s, m in (site_modality or {}).items() if m == modality and s in model), None)
+        if site is None:
+            raise ValueError(f"{test}: no local model of a {modality} site to evaluate it with")
+        parts.append(evaluate(model[site], [test], split, progress=False))
+    cases = [c for p in parts for c in p["cases"]]
+    summary = summarise(cases, parts[0]["classes"])
+    return {**parts[0], "model": "local models", "cases": cases, "summary": summary,
+            "mean_dice": summary["mean_dice"]}
+
+
+def cached_run(cell: Path, fn) -> dict[str, Any]:
+    """``fn()`` unless ``cell/result.json`` exists; the result is written atomically, so a crash leaves no
+    half-finished cell and an interrupted experiment resumes where it stopped. Returns the result."""
+    done = cell / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cell.mkdir(parents=True, exist_ok=True)
+    result = fn()
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.replace(done)
+    return result
