@@ -457,7 +457,7 @@ def test_empty_site_and_bad_arguments(tmp_path):
                      progress=False)
     assert_nothing_left(out)
     with pytest.raises(PrepareError, match="unknown layout"):
-        prepare_site(layout="amos", input_dir=root, output_dir=out, site="a", modality="ct", organs=["liver"])
+        prepare_site(layout="nope", input_dir=root, output_dir=out, site="a", modality="ct", organs=["liver"])
     with pytest.raises(PrepareError, match="not found"):
         prepare_site(layout="totalseg", input_dir=tmp_path / "nope", output_dir=out, site="a", modality="ct",
                      organs=["liver"])

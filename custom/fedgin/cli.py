@@ -20,6 +20,13 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+def layout_names() -> list[str]:
+    """Names of the dataset layouts of ``fedgin prepare`` (``fedgin.data.prepare.LAYOUTS``)."""
+    from fedgin.data.prepare import LAYOUTS
+
+    return list(LAYOUTS)
+
+
 def _organs(text: str) -> list[str]:
     organs = [o.strip() for o in text.split(",") if o.strip()]
     if not organs:
@@ -46,12 +53,37 @@ def _cmd_phantom(a: argparse.Namespace) -> int:
     return 0
 
 
+#: prepare flag (argparse dest) -> (the layout it applies to, its layout option name)
+PREPARE_LAYOUT_FLAGS = {
+    "amos_split": ("amos", "split"),
+    "sequence": ("chaos", "sequence"),
+    "label_map": ("generic", "label_map"),
+    "pairing": ("generic", "pairing"),
+    "unlisted": ("generic", "unlisted"),
+}
+
+
+def _prepare_layout_options(a: argparse.Namespace) -> dict:
+    """The layout options given on the command line; a flag of another layout is an error."""
+    options = {}
+    for dest, (layout, option) in PREPARE_LAYOUT_FLAGS.items():
+        value = getattr(a, dest, None)
+        if value is None:
+            continue
+        if a.layout != layout:
+            flag = "--" + dest.replace("_", "-")
+            raise ValueError(f"{flag} applies to --layout {layout} only (this run: --layout {a.layout})")
+        options[option] = value
+    return options
+
+
 def _cmd_prepare(a: argparse.Namespace) -> int:
     from fedgin.data import prepare_site
 
     path = prepare_site(layout=a.layout, input_dir=a.input, output_dir=a.output, site=a.site, modality=a.modality,
                         organs=a.organs, spacing=a.spacing, size=a.size, seed=a.seed,
-                        val_fraction=a.val_fraction, test_fraction=a.test_fraction)
+                        val_fraction=a.val_fraction, test_fraction=a.test_fraction,
+                        layout_options=_prepare_layout_options(a))
     d = json.loads(Path(path).read_text())
     n = {s: len(d[s]) for s in ("training", "validation", "test")}
     print(f"site {a.site}: {n['training']} training, {n['validation']} validation, {n['test']} test cases -> {path}")
@@ -212,17 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_phantom)
 
     s = sub.add_parser("prepare", help="preprocess one site's volumes into a slice cache + datalist.json")
-    s.add_argument("--layout", default="totalseg", choices=["totalseg"], help="dataset layout (default totalseg)")
+    s.add_argument("--layout", default="totalseg", choices=layout_names(),
+                   help="dataset layout (default totalseg): totalseg = TotalSegmentator, amos = AMOS22, whs = "
+                        "MM-WHS/CARE whole heart, msd = a Decathlon task folder, chaos = CHAOS DICOM+PNG, generic = "
+                        "image/label NIfTI pairs with --label-map")
     s.add_argument("--input", required=True, help="dataset folder")
     s.add_argument("--output", required=True, help="cache folder to write (datalist.json, cases/)")
     s.add_argument("--site", required=True, help="site name, e.g. site-ct")
     s.add_argument("--modality", required=True, choices=["ct", "mri"])
-    s.add_argument("--organs", required=True, type=_organs, help="comma-separated; one organ = binary task")
+    s.add_argument("--organs", required=True, type=_organs,
+                   help="comma-separated class names; one = binary task (abdomen: liver, spleen, kidney_right, "
+                        "kidney_left, gallbladder, pancreas, kidneys; heart: myo, la, lv, ra, rv, ao, pa, heart)")
     s.add_argument("--spacing", type=float, default=1.5, help="in-plane spacing in mm (paper: 1.5)")
     s.add_argument("--size", type=int, default=256, help="in-plane size in pixels (paper: 256)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the split by case when meta.csv has none")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split by case when the dataset defines none")
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--amos-split", choices=["test", "dataset", "seeded"],
+                   help="amos: test (default: every labelled case is test data, AMOS being the unseen test set), "
+                        "dataset (imagesTr -> training, imagesVa -> validation) or seeded")
+    s.add_argument("--sequence", choices=["t2spir", "t1dual-in", "t1dual-out"],
+                   help="chaos MR sequence (default t2spir)")
+    s.add_argument("--label-map", metavar="FILE",
+                   help='generic: JSON {"class": [label values], ...}, e.g. {"liver": [1], "kidneys": [2, 3]}')
+    s.add_argument("--pairing", choices=["auto", "folders", "suffix"],
+                   help="generic: folders = images/<id>.nii.gz + labels/<id>.nii.gz, suffix = <id>_image.nii.gz + "
+                        "<id>_label.nii.gz, auto (default) = folders when images/ exists")
+    s.add_argument("--unlisted", choices=["error", "background"],
+                   help="generic: a label value missing from --label-map is an error (default) or background")
     s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")

@@ -18,6 +18,7 @@
       "z_rule": "keep z spacing; below 2.5 mm -> 3.0 mm",
       "normalization": "...",          # text describing the intensity normalisation
       "seed": 0,
+      "layout_options": {...},         # only when the layout was given options (e.g. the CHAOS MR sequence)
       "training":   [<case>, ...],
       "validation": [<case>, ...],
       "test":       [<case>, ...]

@@ -1,11 +1,14 @@
 """``prepare_site``: one site's source dataset -> the slice cache + ``datalist.json`` of ``fedgin.data.datalist``.
 
-Steps per case: the layout adapter decodes the image and merges the requested organ masks (RAS voxel order,
-``fedgin.data.totalseg``), ``fedgin.data.preprocess`` resamples / pads / z-scores, and the volume is written as an
-axial slice stack ``(S, H, W)``.
+Steps per case: the layout adapter decodes the image and maps its labels to the requested classes (RAS voxel order,
+ids 1..K in request order; one module per dataset layout, registered in :data:`LAYOUTS`: ``totalseg``, ``amos``,
+``whs``, ``msd``, ``chaos``, ``generic``), ``fedgin.data.preprocess`` resamples / pads / z-scores, and the volume is
+written as an axial slice stack ``(S, H, W)``. Layout-specific settings (the CHAOS MR sequence, the generic label
+map, the AMOS split rule) travel as ``layout_options`` to the adapter and are recorded in ``datalist.json``.
 
-Split policy: when the dataset defines splits (TotalSegmentator: the ``split`` column of ``meta.csv``), they are
-used as they are, even if a split ends up empty (a warning says so). Otherwise the cases (never slices) are shuffled
+Split policy: when the dataset defines splits for every case (TotalSegmentator: the ``split`` column of
+``meta.csv``; AMOS: its rule, see ``fedgin.data.amos``), they are used as they are, even if a split ends up empty (a
+warning says so). Otherwise the cases (never slices) are shuffled
 with ``numpy.random.default_rng(seed)`` in ``case_id`` order and cut into test, validation and training parts of
 ``round(n * fraction)`` cases; with 3 or more cases validation and test get at least one case each and training
 keeps at least one. With 1 or 2 cases everything is training (with a warning).
@@ -25,14 +28,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from fedgin.data import totalseg
+from fedgin.data import amos, chaos, generic, msd, totalseg, whs
 from fedgin.data.datalist import FORMAT, SPLITS
 from fedgin.data.errors import PrepareError
 from fedgin.data.nifti import voxel_spacing
@@ -44,7 +47,9 @@ __all__ = ["LAYOUTS", "prepare_site", "split_cases"]
 log = logging.getLogger(__name__)
 
 #: dataset layout name -> adapter (add new dataset formats here)
-LAYOUTS: dict[str, LayoutAdapter] = {"totalseg": totalseg.ADAPTER}
+LAYOUTS: dict[str, LayoutAdapter] = {
+    a.name: a for a in (totalseg.ADAPTER, amos.ADAPTER, whs.ADAPTER, msd.ADAPTER, chaos.ADAPTER, generic.ADAPTER)
+}
 
 _CACHE_ENTRIES = {"datalist.json", "cases"}
 
@@ -152,6 +157,18 @@ def _select_cases(cases: list[SourceCase], case_splits: dict[str, str], input_di
     return [c for c in cases if c.case_id in case_splits]
 
 
+def _json_safe(value: Any) -> Any:
+    """Options as JSON: mappings and sequences kept, paths and other objects as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [_json_safe(v) for v in items]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 def _label_counts(label: np.ndarray, k: int) -> list[int]:
     """Voxel count of each id 0..k (no int64 copy of the volume, unlike ``np.bincount``)."""
     return [int(np.count_nonzero(label == i)) for i in range(k + 1)]
@@ -208,16 +225,20 @@ def prepare_site(
     clip_percentiles: Sequence[float] | None = (0.5, 99.5),
     progress: bool = True,
     case_splits: dict[str, str] | None = None,
+    layout_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Build one site's slice cache and ``datalist.json`` (format of ``fedgin.data.datalist``).
 
     Args:
-        layout: dataset layout, a key of :data:`LAYOUTS` (``"totalseg"``).
+        layout: dataset layout, a key of :data:`LAYOUTS` (``"totalseg"``, ``"amos"``, ``"whs"``, ``"msd"``,
+            ``"chaos"``, ``"generic"``).
         input_dir: the source dataset folder.
         output_dir: the cache folder to create (see the module docstring for what may already be there).
         site: site name stored in the datalist.
-        modality: ``"ct"`` (cases with ``ct.nii.gz``) or ``"mri"`` (cases with ``mri.nii.gz``).
-        organs: structures to segment; label id k is ``organs[k-1]``.
+        modality: ``"ct"`` or ``"mri"``: the cases of that modality (totalseg: ``ct.nii.gz`` / ``mri.nii.gz``;
+            AMOS: id below / from 500; generic: all cases).
+        organs: classes to segment (names of ``fedgin.data.labels``, or of the generic label map); label id k is
+            ``organs[k-1]``.
         spacing: in-plane target spacing (mm); z follows the paper's rule (keep, below 2.5 mm -> 3 mm).
         size: in-plane size of the cached slices (centre pad/crop).
         seed: seed of the by-case split (used only when the dataset defines no split).
@@ -226,6 +247,8 @@ def prepare_site(
         progress: show a tqdm bar over cases.
         case_splits: ``{case_id: split}`` from a partition (``fedgin.partition``): only these cases are prepared,
             each into its given split (``training``/``validation``/``test``); overrides the dataset's own split.
+        layout_options: the layout's own settings, names from ``LAYOUTS[layout].options`` (e.g. chaos
+            ``{"sequence": "t1dual-in"}``, generic ``{"label_map": "map.json"}``, amos ``{"split": "dataset"}``).
 
     Returns:
         The path of the written ``datalist.json``.
@@ -241,7 +264,12 @@ def prepare_site(
         raise PrepareError(f"{input_dir}: input folder not found")
     _check_output(output_dir, input_dir)
     adapter = LAYOUTS[layout]
-    cases = adapter.list_cases(input_dir, modality)
+    options = dict(layout_options or {})
+    unknown = sorted(set(options) - set(adapter.options))
+    if unknown:
+        accepted = ", ".join(adapter.options) or "none"
+        raise PrepareError(f"layout {layout!r} has no option {', '.join(unknown)} (its options: {accepted})")
+    cases = adapter.list_cases(input_dir, modality, options)
     if not cases:
         raise PrepareError(
             f"{input_dir}: no {modality} case found for site {site!r} (layout {layout!r}: {adapter.description})"
@@ -282,6 +310,7 @@ def prepare_site(
             "z_rule": Z_RULE,
             "normalization": normalization_text(clip_percentiles),
             "seed": int(seed),
+            **({"layout_options": _json_safe(options)} if options else {}),
             **{split: [] for split in SPLITS},
         }
         with tqdm(cases, desc=f"prepare {site}", unit="case", disable=not progress) as bar:

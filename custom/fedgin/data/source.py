@@ -2,8 +2,12 @@
 
 A layout adapter (see ``fedgin.data.prepare.LAYOUTS``) is two functions:
 
-* ``list_cases(input_dir, modality) -> list[SourceCase]``: the cases of one modality, sorted by ``case_id``, each
-  with its split when the dataset defines one (``None`` otherwise, then ``prepare_site`` draws a seeded split);
+* ``list_cases(input_dir, modality, options) -> list[SourceCase]``: the cases of one modality, sorted by
+  ``case_id``, each with its split when the dataset defines one (``None`` otherwise, then ``prepare_site`` draws a
+  seeded split). ``options`` is the layout's own settings (``prepare_site(layout_options=...)``, e.g. the MR
+  sequence of CHAOS or the label map of the generic layout); their names are declared in ``LayoutAdapter.options``,
+  and ``prepare_site`` refuses a name the layout does not declare. Whatever ``load_case`` needs from the options is
+  stored by ``list_cases`` in ``SourceCase.extra``, so that ``load_case`` and ``check_case`` keep two arguments;
 * ``load_case(case, organs) -> LoadedCase``: the image and the merged label map (ids 1..K in ``organs`` order), both
   in RAS voxel order on the image's grid;
 * optionally ``check_case(case, organs)``: a cheap pre-flight check (file presence, headers) run on all cases
@@ -12,9 +16,10 @@ A layout adapter (see ``fedgin.data.prepare.LAYOUTS``) is two functions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +37,10 @@ class SourceCase:
     image_path: Path
     folder: Path
     split: str | None = None  # "training" / "validation" / "test" when the dataset defines it
+    #: the case's label file (or folder) when the layout has one per case (not used by ``totalseg``)
+    label_path: Path | None = None
+    #: layout-private details that ``load_case`` needs (e.g. a value map, DICOM/PNG folders); not compared
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,9 @@ class LayoutAdapter:
 
     name: str
     description: str
-    list_cases: Callable[[Path, str], list[SourceCase]]
+    list_cases: Callable[[Path, str, Mapping[str, Any]], list[SourceCase]]
     load_case: Callable[[SourceCase, Sequence[str]], LoadedCase]
     #: optional cheap check (headers, file presence) run on every case before any case is decoded
     check_case: Callable[[SourceCase, Sequence[str]], None] | None = None
+    #: the layout's options: name -> one-line help (``prepare_site`` rejects any other name)
+    options: Mapping[str, str] = field(default_factory=dict, compare=False)

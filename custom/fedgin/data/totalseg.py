@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,14 +118,18 @@ def read_meta_splits(root: str | Path) -> dict[str, str] | None:
     return splits
 
 
-def list_cases(root: str | Path, modality: str) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
     """The cases of one modality under a TotalSegmentator-layout folder, sorted by ``case_id``.
+
+    The layout has no options (``options`` is accepted for the adapter contract and must be empty).
 
     Raises:
         LayoutError: ``root`` is not a folder, an unknown modality, or ``meta.csv`` problems (see
             :func:`read_meta_splits`), including a case on disk that a split-bearing ``meta.csv`` does not list.
     """
     root = Path(root)
+    if options:
+        raise LayoutError(f"the totalseg layout has no options, got {', '.join(sorted(options))}")
     if modality not in MODALITIES:
         raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
     if not root.is_dir():

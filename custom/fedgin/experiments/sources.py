@@ -36,7 +36,7 @@ class Source:
 
         if self.layout not in LAYOUTS:
             raise ValueError(f"source {self.name}: unknown layout {self.layout!r}; known: {sorted(LAYOUTS)}")
-        cases = LAYOUTS[self.layout].list_cases(self.path, self.modality)
+        cases = LAYOUTS[self.layout].list_cases(self.path, self.modality, dict(self.options))
         if not cases:
             raise ValueError(f"source {self.name}: no {self.modality} case in {self.path} (layout {self.layout})")
         return sorted(c.case_id for c in cases)

@@ -1,0 +1,212 @@
+"""A generic layout: a folder of image/label NIfTI pairs plus a user-given label map.
+
+Pairing rules (option ``pairing``)::
+
+    folders:  <root>/images/<id>.nii.gz   + <root>/labels/<id>.nii.gz
+    suffix:   <root>/<id>_image.nii.gz    + <root>/<id>_label.nii.gz        (flat, in <root> itself)
+    auto:     (default) ``folders`` when <root>/images/ exists, else ``suffix``
+
+``.nii`` works as well as ``.nii.gz`` (image and label may differ). Names starting with "." are ignored. An image
+without its label, or a label without its image, is an error naming the file and the expected partner. The case id
+is ``<id>``.
+
+Label map (option ``label_map``, required): ``{class name: [values]}``, as a mapping or the path of a JSON file, e.g.
+``{"liver": [1], "kidneys": [2, 3], "kidney_right": [2]}``. A single value may be given without the list. Values are
+whole numbers other than 0 (0 is always background). Classes may share values in the map (``kidneys`` and
+``kidney_right`` above), but two *requested* classes may not. Map values of classes that are not requested become
+background.
+
+Unlisted values (option ``unlisted``): a non-zero value in a label file that no class of the map lists is an error
+naming the file and the values (``"error"``, default), or, only when asked explicitly with ``"background"``, it
+becomes background.
+
+Modality: the one given to ``prepare_site`` (``--modality``) applies to every case. Split: none; ``prepare_site``
+draws its seeded split by case. Label files must lie on the image's grid (shape and affine in RAS voxel order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedgin.data.errors import LayoutError
+from fedgin.data.labelmaps import (
+    NIFTI_SUFFIXES,
+    check_pair_headers,
+    class_values,
+    format_values,
+    is_hidden,
+    load_labelled_nifti,
+    nifti_stem,
+)
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+
+__all__ = ["PAIRINGS", "UNLISTED", "read_label_map", "list_cases", "check_case", "load_case", "ADAPTER"]
+
+log = logging.getLogger(__name__)
+
+PAIRINGS = ("auto", "folders", "suffix")
+UNLISTED = ("error", "background")
+_OPTIONS = ("label_map", "pairing", "unlisted")
+
+
+def read_label_map(spec: Mapping[str, Any] | str | Path) -> dict[str, frozenset[int]]:
+    """Validate a label map given as a mapping or as the path of a JSON file.
+
+    Raises:
+        LayoutError: unreadable file, not an object, an empty or ``background`` class name, a class without values,
+            or a value that is not a whole number or is 0. The message names the file (when there is one).
+    """
+    where = "label map"
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        where = str(path)
+        if not path.is_file():
+            raise LayoutError(f"{path}: label map file not found")
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LayoutError(f"{path}: cannot read the label map JSON ({e})") from e
+    if not isinstance(spec, Mapping) or not spec:
+        raise LayoutError(f"{where}: expected a non-empty object {{\"class\": [values], ...}}, got {spec!r}")
+    out: dict[str, frozenset[int]] = {}
+    for name, values in spec.items():
+        if not isinstance(name, str) or not name or name == "background" or "/" in name or "\\" in name:
+            raise LayoutError(f"{where}: bad class name {name!r}")
+        vals = values if isinstance(values, (list, tuple)) else [values]
+        if not vals:
+            raise LayoutError(f"{where}: class {name!r} has no values")
+        clean = set()
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+                raise LayoutError(f"{where}: class {name!r}: value {v!r} is not a whole number")
+            if int(v) == 0:
+                raise LayoutError(f"{where}: class {name!r}: value 0 is background and cannot be a class")
+            clean.add(int(v))
+        out[name] = frozenset(clean)
+    return out
+
+
+def _nifti_by_stem(folder: Path, suffix: str = "") -> dict[str, Path]:
+    """``{id: path}`` of the NIfTI files named ``<id><suffix>.nii[.gz]`` in a folder."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if is_hidden(p.name) or not p.is_file():
+            continue
+        stem = nifti_stem(p.name)
+        if stem is None or not stem.endswith(suffix) or len(stem) == len(suffix):
+            continue
+        case_id = stem[: len(stem) - len(suffix)] if suffix else stem
+        if case_id in out:
+            raise LayoutError(f"{folder}: {case_id!r} is there twice ({out[case_id].name} and {p.name})")
+        out[case_id] = p
+    return out
+
+
+def _pairs(root: Path, pairing: str) -> list[tuple[str, Path, Path]]:
+    if pairing == "auto":
+        pairing = "folders" if (root / "images").is_dir() else "suffix"
+    if pairing == "folders":
+        images_dir, labels_dir = root / "images", root / "labels"
+        if not images_dir.is_dir():
+            raise LayoutError(f"{root}: no images/ folder (pairing 'folders': images/<id>.nii.gz + labels/<id>.nii.gz)")
+        images = _nifti_by_stem(images_dir)
+        labels = _nifti_by_stem(labels_dir) if labels_dir.is_dir() else {}
+        expected = {cid: labels_dir / f"{cid}{NIFTI_SUFFIXES[0]}" for cid in images}
+        image_of = {cid: images_dir / f"{cid}{NIFTI_SUFFIXES[0]}" for cid in labels}
+    else:
+        images = _nifti_by_stem(root, "_image")
+        labels = _nifti_by_stem(root, "_label")
+        expected = {cid: root / f"{cid}_label{NIFTI_SUFFIXES[0]}" for cid in images}
+        image_of = {cid: root / f"{cid}_image{NIFTI_SUFFIXES[0]}" for cid in labels}
+    for cid, label in labels.items():
+        if cid not in images:
+            raise LayoutError(f"{label}: label without an image (expected {image_of[cid]})")
+    pairs = []
+    for cid, image in images.items():
+        if cid not in labels:
+            raise LayoutError(f"{image}: no label file (expected {expected[cid]}; pairing {pairing!r})")
+        pairs.append((cid, image, labels[cid]))
+    return pairs
+
+
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+    """Every image/label pair under ``root``, all with the given modality, sorted by case id.
+
+    Args:
+        options: ``label_map`` (required), ``pairing`` (``auto``/``folders``/``suffix``), ``unlisted``
+            (``error``/``background``); see the module docstring.
+
+    Raises:
+        LayoutError: a missing or bad option, unknown modality, missing folder, or an unpaired file.
+    """
+    root = Path(root)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise LayoutError(
+            f"the generic layout has no option(s) {', '.join(unknown)} (its options: {', '.join(_OPTIONS)})"
+        )
+    if options.get("label_map") is None:
+        raise LayoutError("the generic layout needs a label map ({\"class\": [values]}, e.g. --label-map map.json)")
+    pairing = options.get("pairing") or "auto"
+    unlisted = options.get("unlisted") or "error"
+    if pairing not in PAIRINGS:
+        raise LayoutError(f"generic: unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}")
+    if unlisted not in UNLISTED:
+        raise LayoutError(f"generic: unknown 'unlisted' policy {unlisted!r}; expected one of {', '.join(UNLISTED)}")
+    if modality not in MODALITIES:
+        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if not root.is_dir():
+        raise LayoutError(f"{root}: input folder not found")
+    label_map = read_label_map(options["label_map"])
+    source = str(options["label_map"]) if isinstance(options["label_map"], (str, Path)) else "label map"
+    extra = {"label_map": label_map, "unlisted": unlisted, "source": source}
+    return [
+        SourceCase(case_id=cid, modality=modality, image_path=image, folder=image.parent, label_path=label,
+                   extra=extra)
+        for cid, image, label in sorted(_pairs(root, pairing))
+    ]
+
+
+def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:
+    label_map: Mapping[str, frozenset[int]] = case.extra["label_map"]
+    listed = set().union(*label_map.values())
+    other = sorted(set(present) - listed - {0})
+    if other:
+        if case.extra["unlisted"] != "background":
+            raise LayoutError(
+                f"{case.label_path}: case {case.case_id!r}: label values {format_values(other)} are not in the "
+                f"label map ({case.extra['source']}: {', '.join(f'{k}={sorted(v)}' for k, v in label_map.items())}); "
+                f"add them to the map, or treat unlisted values as background explicitly (unlisted=background)"
+            )
+        log.info("%s: unlisted values %s treated as background", case.label_path, format_values(other))
+    return label_map
+
+
+def check_case(case: SourceCase, organs: Sequence[str]) -> None:
+    """Requested classes in the label map, and the label on the image's grid (headers only)."""
+    class_values(organs, case.extra["label_map"], source=case.extra["source"])
+    check_pair_headers(case)
+
+
+def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
+    """Decode a pair: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
+    return load_labelled_nifti(case, organs, _table_for)
+
+
+ADAPTER = LayoutAdapter(
+    name="generic",
+    description="image/label NIfTI pairs (images/<id> + labels/<id>, or <id>_image + <id>_label) + a label map",
+    list_cases=list_cases,
+    load_case=load_case,
+    check_case=check_case,
+    options={
+        "label_map": "required: {class: [values]} or a JSON file path",
+        "pairing": "auto (default) | folders (images/<id> + labels/<id>) | suffix (<id>_image + <id>_label)",
+        "unlisted": "error (default) | background: what a label value missing from the map means",
+    },
+)

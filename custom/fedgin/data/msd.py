@@ -1,0 +1,255 @@
+"""The Medical Segmentation Decathlon layout (Antonelli et al., Nat Commun 2022): Task02, Task03, Task07, Task09.
+
+Layout (``--input`` is one task folder, e.g. ``Task03_Liver``)::
+
+    dataset.json     {"name": "Liver", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver", ...},
+                      "training": [{"image": "./imagesTr/liver_0.nii.gz", "label": "./labelsTr/liver_0.nii.gz"}, ...],
+                      "test": ["./imagesTs/liver_132.nii.gz", ...]}
+    imagesTr/  labelsTr/  imagesTs/
+
+Rules applied here:
+
+* The task comes from ``dataset.json``'s ``name`` and from the folder name ``TaskNN_...``; when both are present
+  they must agree. ``dataset.json``'s ``labels`` must hold the task's ids with the organ's name at id 1 (checked, so
+  that another task is not read with the wrong map).
+* Label map (MSD values -> our class names; tumour merged into its organ)::
+
+      Task02_Heart     (name LeftAtrium)  MRI   {1} -> la   (the left atrium of fedgin.data.labels' heart classes)
+      Task03_Liver                        CT    {1 liver, 2 cancer} -> liver
+      Task07_Pancreas                     CT    {1 pancreas, 2 cancer} -> pancreas
+      Task09_Spleen                       CT    {1} -> spleen
+
+  Requesting any other class is an error naming the task and what it annotates. Every value of a label file must
+  be an id of ``dataset.json``'s labels; anything else is an error naming the file and the values.
+* Modality from ``dataset.json``'s ``modality`` (one channel, ``CT`` -> ``ct``, ``MRI``/``MR`` -> ``mri``); asking
+  for the other modality lists no case (with a warning).
+* Cases are the ``training`` entries of ``dataset.json`` (paths relative to the task folder); without that list,
+  the ``imagesTr``/``labelsTr`` pairs of the same name. Names starting with "." (the macOS resource forks
+  ``._la_029.nii.gz`` of the MSD tarballs) are skipped either way. The case id is the image file's stem.
+  ``imagesTs`` has no labels and is not used.
+
+Split: MSD defines none for the labelled cases, so ``prepare_site`` draws its seeded split by case.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedgin.data.errors import LayoutError
+from fedgin.data.labelmaps import (
+    check_pair_headers,
+    class_values,
+    format_values,
+    is_hidden,
+    load_labelled_nifti,
+    nifti_stem,
+)
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+
+__all__ = ["MsdTask", "TASKS", "detect_task", "list_cases", "check_case", "load_case", "ADAPTER"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MsdTask:
+    """One supported decathlon task."""
+
+    number: str  # "03"
+    folder: str  # "Task03_Liver"
+    name: str  # dataset.json "name", normalised (lower case, letters only)
+    modality: str  # "ct" / "mri"
+    label_names: Mapping[int, str]  # id -> normalised name, as in dataset.json
+    classes: Mapping[str, frozenset[int]]  # our class name -> MSD values
+
+
+TASKS: dict[str, MsdTask] = {
+    t.number: t
+    for t in (
+        MsdTask("02", "Task02_Heart", "leftatrium", "mri", {0: "background", 1: "leftatrium"}, {"la": frozenset({1})}),
+        MsdTask("03", "Task03_Liver", "liver", "ct", {0: "background", 1: "liver", 2: "cancer"},
+                {"liver": frozenset({1, 2})}),
+        MsdTask("07", "Task07_Pancreas", "pancreas", "ct", {0: "background", 1: "pancreas", 2: "cancer"},
+                {"pancreas": frozenset({1, 2})}),
+        MsdTask("09", "Task09_Spleen", "spleen", "ct", {0: "background", 1: "spleen"}, {"spleen": frozenset({1})}),
+    )
+}
+_MODALITY = {"ct": "ct", "mri": "mri", "mr": "mri"}
+_FOLDER = re.compile(r"^Task(\d{2})_", re.IGNORECASE)
+
+
+def _norm(name: object) -> str:
+    return re.sub(r"[^a-z]", "", str(name).lower())
+
+
+def _supported() -> str:
+    return ", ".join(t.folder for t in TASKS.values())
+
+
+def _read_json(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        hint = ""
+        if root.is_dir():
+            tasks = sorted(p.name for p in root.iterdir() if p.is_dir() and _FOLDER.match(p.name))
+            if tasks:
+                hint = f"; this folder holds task folders ({', '.join(tasks)}): give one of them as input"
+        raise LayoutError(f"{path}: MSD dataset.json not found{hint}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LayoutError(f"{path}: cannot read dataset.json ({e})") from e
+    if not isinstance(meta, dict):
+        raise LayoutError(f"{path}: expected a JSON object")
+    return meta
+
+
+def detect_task(root: Path, meta: Mapping[str, Any]) -> tuple[MsdTask, str]:
+    """The task of a folder (from ``dataset.json`` name and folder name) and its modality (``ct``/``mri``).
+
+    Raises:
+        LayoutError: unsupported or contradicting task, labels that are not the task's, or a bad ``modality``.
+    """
+    path = root / "dataset.json"
+    by_name = next((t for t in TASKS.values() if t.name == _norm(meta.get("name", ""))), None)
+    m = _FOLDER.match(root.resolve().name)
+    by_folder = TASKS.get(m.group(1)) if m else None
+    if m and by_folder is None:
+        raise LayoutError(f"{root}: task {root.name} is not supported (supported: {_supported()})")
+    if by_name and by_folder and by_name is not by_folder:
+        raise LayoutError(
+            f"{path}: name {meta.get('name')!r} is {by_name.folder} but the folder is {root.name} ({by_folder.folder})"
+        )
+    task = by_folder or by_name
+    if task is None:
+        raise LayoutError(
+            f"{path}: cannot tell the task (name {meta.get('name')!r}, folder {root.name!r}); supported: {_supported()}"
+        )
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        raise LayoutError(f"{path}: no 'labels' object")
+    try:
+        got = {int(k): _norm(v) for k, v in labels.items()}
+    except ValueError:
+        raise LayoutError(f"{path}: label ids must be integers, got {sorted(labels)}") from None
+    if set(got) != set(task.label_names) or got[1] != task.label_names[1]:
+        raise LayoutError(
+            f"{path}: labels {labels} are not those of {task.folder} ({dict(task.label_names)})"
+        )
+    modality = meta.get("modality")
+    if not isinstance(modality, dict) or len(modality) != 1:
+        raise LayoutError(f"{path}: expected one image channel in 'modality', got {modality!r}")
+    value = _MODALITY.get(_norm(next(iter(modality.values()))))
+    if value is None:
+        raise LayoutError(f"{path}: modality {modality!r} is neither CT nor MRI")
+    return task, value
+
+
+def _resolve(root: Path, rel: object, what: str, index: int) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise LayoutError(f"{root / 'dataset.json'}: training[{index}] has no {what} path")
+    p = Path(rel)
+    return p if p.is_absolute() else root / p
+
+
+def _pairs_from_json(root: Path, meta: Mapping[str, Any]) -> list[tuple[Path, Path]]:
+    entries = meta["training"]
+    if not isinstance(entries, list):
+        raise LayoutError(f"{root / 'dataset.json'}: 'training' is not a list")
+    pairs = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise LayoutError(f"{root / 'dataset.json'}: training[{i}] is not an object with image and label")
+        image, label = _resolve(root, e.get("image"), "image", i), _resolve(root, e.get("label"), "label", i)
+        if is_hidden(image.name) or is_hidden(label.name):
+            continue
+        for p, what in ((image, "image"), (label, "label")):
+            if not p.is_file():
+                raise LayoutError(f"{p}: {what} of training[{i}] in {root / 'dataset.json'} not found")
+        pairs.append((image, label))
+    return pairs
+
+
+def _pairs_from_folders(root: Path) -> list[tuple[Path, Path]]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise LayoutError(f"{root}: dataset.json has no 'training' list and there is no imagesTr/ folder")
+    pairs = []
+    for p in sorted(images_dir.iterdir()):
+        if is_hidden(p.name) or not p.is_file() or nifti_stem(p.name) is None:
+            continue
+        label = labels_dir / p.name
+        if not label.is_file():
+            raise LayoutError(f"{p}: no label file {label}")
+        pairs.append((p, label))
+    return pairs
+
+
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+    """The labelled cases of an MSD task folder when the task's modality is ``modality`` (else none).
+
+    Raises:
+        LayoutError: options given (the layout has none), unknown modality, bad ``dataset.json`` or task, a listed
+            file that is missing, or one case id twice.
+    """
+    root = Path(root)
+    if options:
+        raise LayoutError(f"the msd layout has no options, got {', '.join(sorted(options))}")
+    if modality not in MODALITIES:
+        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if not root.is_dir():
+        raise LayoutError(f"{root}: input folder not found")
+    meta = _read_json(root)
+    task, task_modality = detect_task(root, meta)
+    if task_modality != modality:
+        log.warning("%s: %s is %s data; no %s case", root, task.folder, task_modality, modality)
+        return []
+    pairs = _pairs_from_json(root, meta) if "training" in meta else _pairs_from_folders(root)
+    known = frozenset(int(k) for k in meta["labels"])
+    cases: dict[str, SourceCase] = {}
+    for image, label in pairs:
+        case_id = nifti_stem(image.name) or image.name
+        if case_id in cases:
+            raise LayoutError(f"{root}: case {case_id!r} is listed twice ({cases[case_id].image_path} and {image})")
+        cases[case_id] = SourceCase(
+            case_id=case_id, modality=modality, image_path=image, folder=image.parent, label_path=label,
+            extra={"task": task, "known_values": known, "dataset_json": root / "dataset.json"},
+        )
+    return [cases[k] for k in sorted(cases)]
+
+
+def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:
+    unknown = sorted(set(present) - set(case.extra["known_values"]))
+    if unknown:
+        raise LayoutError(
+            f"{case.label_path}: case {case.case_id!r}: label values {format_values(unknown)} are not labels of "
+            f"{case.extra['dataset_json']} (known ids: {format_values(case.extra['known_values'])})"
+        )
+    return case.extra["task"].classes
+
+
+def check_case(case: SourceCase, organs: Sequence[str]) -> None:
+    """Requested classes annotated by the task, and the label on the image's grid (headers only)."""
+    task: MsdTask = case.extra["task"]
+    class_values(organs, task.classes, source=f"MSD {task.folder}")
+    check_pair_headers(case)
+
+
+def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
+    """Decode an MSD case: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
+    return load_labelled_nifti(case, organs, _table_for)
+
+
+ADAPTER = LayoutAdapter(
+    name="msd",
+    description="Medical Segmentation Decathlon task folder (Task02/03/07/09): dataset.json + imagesTr/labelsTr",
+    list_cases=list_cases,
+    load_case=load_case,
+    check_case=check_case,
+)

@@ -1,0 +1,148 @@
+"""The whole-heart layout of MM-WHS 2017 and the CARE WHS challenges (CT and MRI).
+
+Layout (``--input`` is any folder; the files may lie in it directly or in sub-folders at any depth)::
+
+    ct_train_1001_image.nii.gz   ct_train_1001_label.nii.gz
+    mr_train_1001_image.nii.gz   mr_train_1001_label.nii.gz
+    ct_test_2001_image.nii.gz    ct_test_2001_label.nii.gz      (test names are accepted when labelled)
+
+Rules applied here:
+
+* A file is ``<ct|mr>_<rest>_<image|label>.nii[.gz]``; the case id is ``<ct|mr>_<rest>`` (``ct_train_1001``) and the
+  prefix gives the modality (``ct`` -> ``ct``, ``mr`` -> ``mri``). Names starting with "." and other files are
+  ignored. One case id found twice (e.g. in two sub-folders) is an error naming both files.
+* An image without a label (unlabelled test data) is skipped with a warning; a label without an image is an error.
+* Classes (``fedgin.data.labels``): ``myo la lv ra rv ao pa`` and the binary ``heart`` (union of the seven).
+* Value scheme, detected **per label file** from its distinct values: *raw* when they all lie in
+  ``{0, 205, 420, 500, 550, 600, 820, 850}``, *remapped* when they all lie in ``{0, 1, ..., 7}`` (1 = myo ... 7 = pa).
+  Anything else (a stray 421, a mix of both schemes, a negative value) is an error naming the file and the values
+  that fit neither scheme: an unknown value is never mapped silently (not to background, not to the nearest class).
+* Label files must lie on the image's grid (shape and affine in RAS voxel order; a file stored in LPS voxel order is
+  reoriented like its image).
+
+Split: none is defined by the files (the labelled public data is the training part), so ``prepare_site`` draws its
+seeded split by case; ``test`` in a file name does not put the case in the test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedgin.data.errors import LayoutError
+from fedgin.data.labelmaps import (
+    check_pair_headers,
+    class_values,
+    format_values,
+    is_hidden,
+    load_labelled_nifti,
+    nifti_stem,
+)
+from fedgin.data.labels import HEART_CLASS_IDS, HEART_LABEL_NAMES, HEART_RAW_VALUES, heart_values
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+
+__all__ = ["RAW_VALUES", "REMAPPED_VALUES", "detect_scheme", "list_cases", "check_case", "load_case", "ADAPTER"]
+
+log = logging.getLogger(__name__)
+
+RAW_VALUES = frozenset(HEART_RAW_VALUES.values())
+REMAPPED_VALUES = frozenset(HEART_CLASS_IDS.values())
+_PREFIX = {"ct": "ct", "mr": "mri"}
+_NAME = re.compile(r"^(?P<prefix>ct|mr)_(?P<rest>.+)_(?P<kind>image|label)$", re.IGNORECASE)
+
+
+def detect_scheme(values: Sequence[int], where: str) -> str:
+    """``"raw"`` or ``"remapped"`` from the distinct values of one label file.
+
+    A file holding only background counts as ``"remapped"`` (it has no class either way).
+
+    Raises:
+        LayoutError: the values fit neither scheme; the message names ``where`` and the offending values.
+    """
+    fg = set(values) - {0}
+    if fg <= REMAPPED_VALUES:
+        return "remapped"
+    if fg <= RAW_VALUES:
+        return "raw"
+    not_raw, not_remapped = fg - RAW_VALUES, fg - REMAPPED_VALUES
+    if not_raw and not_remapped and not (not_raw & not_remapped):
+        detail = (f"a mix of raw values {format_values(fg & RAW_VALUES)} and remapped ids "
+                  f"{format_values(fg & REMAPPED_VALUES)}")
+    else:
+        detail = f"unknown values {format_values(not_raw & not_remapped)}"
+    raise LayoutError(
+        f"{where}: label values {format_values(sorted(set(values)))} are neither raw MM-WHS values "
+        f"{format_values(RAW_VALUES)} nor remapped ids 1..7: {detail}"
+    )
+
+
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+    """The labelled WHS cases of one modality under ``root`` (searched recursively), sorted by case id.
+
+    Raises:
+        LayoutError: options given (the layout has none), unknown modality, missing folder, a case id found twice,
+            or a label file without its image.
+    """
+    root = Path(root)
+    if options:
+        raise LayoutError(f"the whs layout has no options, got {', '.join(sorted(options))}")
+    if modality not in MODALITIES:
+        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if not root.is_dir():
+        raise LayoutError(f"{root}: input folder not found")
+    found: dict[str, dict[str, Path]] = {}
+    for p in sorted(root.rglob("*")):
+        if any(is_hidden(part) for part in p.relative_to(root).parts) or not p.is_file():
+            continue
+        stem = nifti_stem(p.name)
+        m = _NAME.match(stem) if stem else None
+        if m is None:
+            continue
+        case_id = f"{m['prefix'].lower()}_{m['rest']}"
+        kind = m["kind"].lower()
+        entry = found.setdefault(case_id, {})
+        if kind in entry:
+            raise LayoutError(f"case {case_id!r}: two {kind} files, {entry[kind]} and {p}")
+        entry[kind] = p
+    cases: list[SourceCase] = []
+    for case_id, files in sorted(found.items()):
+        if "image" not in files:
+            raise LayoutError(f"{files['label']}: label without an image ({case_id}_image.nii.gz not found)")
+        if "label" not in files:
+            log.warning("%s: no label file, case %s skipped", files["image"], case_id)
+            continue
+        if _PREFIX[case_id[:2]] != modality:
+            continue
+        cases.append(SourceCase(case_id=case_id, modality=modality, image_path=files["image"],
+                                folder=files["image"].parent, label_path=files["label"]))
+    return cases
+
+
+def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:
+    scheme = detect_scheme(present, f"{case.label_path}: case {case.case_id!r}")
+    log.debug("%s: %s label values", case.label_path, scheme)
+    return heart_values(raw=scheme == "raw")
+
+
+def check_case(case: SourceCase, organs: Sequence[str]) -> None:
+    """Requested classes are heart classes, and the label lies on the image's grid (headers only)."""
+    class_values(organs, heart_values(raw=True), source="whole heart (MM-WHS/CARE)")
+    check_pair_headers(case)
+
+
+def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
+    """Decode a WHS case: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
+    return load_labelled_nifti(case, organs, _table_for)
+
+
+ADAPTER = LayoutAdapter(
+    name="whs",
+    description=(f"MM-WHS/CARE whole heart: <ct|mr>_*_image.nii.gz + _label.nii.gz; "
+                 f"classes {', '.join(HEART_LABEL_NAMES)}"),
+    list_cases=list_cases,
+    load_case=load_case,
+    check_case=check_case,
+)
