@@ -17,7 +17,7 @@ from .fields import texture_field
 from .grid import decimate_slices
 from .tissues import CT_TABLE, tissue_lut
 
-__all__ = ["CTParams", "sample_ct_params", "render_ct"]
+__all__ = ["CTParams", "sample_ct_params", "render_ct", "acquire_ct", "mean_hu_lut"]
 
 HU_MIN, HU_MAX = -1024, 3071
 
@@ -74,11 +74,29 @@ def render_ct(labels: np.ndarray, sub: int, params: CTParams, rng: np.random.Gen
     tex *= tex_lut[labels]
     img += tex
     del tex
-    ndimage.gaussian_filter(img, (params.psf_sigma, params.psf_sigma, params.z_sigma), output=img, truncate=2.5)
+    return acquire_ct(img, sub, params.psf_sigma, params.z_sigma, params.noise_sd, params.noise_corr, rng)
+
+
+def acquire_ct(img: np.ndarray, sub: int, psf_sigma: float, z_sigma: float, noise_sd: float, noise_corr: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Acquisition chain shared by the phantoms: ideal HU map -> stored CT slices.
+
+    Gaussian PSF (``psf_sigma`` voxels in-plane, ``z_sigma`` painting sub-slices along z), box slice profile over
+    the ``sub`` sub-slices, Gaussian noise correlated in-plane (SD ``noise_corr`` voxels) scaled to ``noise_sd``
+    HU, clip to [-1024, 3071].
+
+    Args:
+        img: float32 (nx, ny, nz * sub) HU on the painting grid; filtered in place.
+        rng: generator for the noise.
+
+    Returns:
+        int16 (nx, ny, nz) Hounsfield units.
+    """
+    ndimage.gaussian_filter(img, (psf_sigma, psf_sigma, z_sigma), output=img, truncate=2.5)
     img = decimate_slices(img, sub)
     noise = rng.standard_normal(img.shape, dtype=np.float32)
-    ndimage.gaussian_filter(noise, (params.noise_corr, params.noise_corr, 0.0), output=noise, truncate=2.5)
-    noise *= np.float32(params.noise_sd / max(float(noise[::2, ::2, :].std()), 1e-6))
+    ndimage.gaussian_filter(noise, (noise_corr, noise_corr, 0.0), output=noise, truncate=2.5)
+    noise *= np.float32(noise_sd / max(float(noise[::2, ::2, :].std()), 1e-6))
     img += noise
     del noise
     np.clip(img, HU_MIN, HU_MAX, out=img)

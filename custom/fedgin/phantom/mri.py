@@ -30,7 +30,7 @@ from .fields import SeparableField, texture_field
 from .grid import decimate_slices
 from .tissues import BLOOD_TISSUES, MR_TABLE, Tissue, tissue_lut
 
-__all__ = ["MRParams", "sample_mr_params", "render_mri", "signal_lut"]
+__all__ = ["MRParams", "sample_mr_params", "render_mri", "signal_lut", "acquire_mr"]
 
 
 @dataclass
@@ -149,18 +149,40 @@ def render_mri(labels: np.ndarray, sub: int, p: MRParams, rng: np.random.Generat
     del jit
     img = _signal(pdl[labels], t1, t2, p).astype(np.float32, copy=False)
     del t1, t2
-    ndimage.gaussian_filter(img, (p.psf_sigma, p.psf_sigma, 0.0), output=img, truncate=2.5)
-    img = decimate_slices(img, sub)
     body = labels[:, :, (sub // 2)::sub] > int(Tissue.TABLE)
-    if p.bias > 0:
-        g = SeparableField(rng, p.bias_sigma, rank=3).evaluate(axes_out)
+    return acquire_mr(img, body, sub, p.psf_sigma, p.bias, p.bias_sigma, p.snr, p.out_scale, rng, axes_out)
+
+
+def acquire_mr(img: np.ndarray, body: np.ndarray, sub: int, psf_sigma: float, bias: float, bias_sigma: float,
+               snr: float, out_scale: float, rng: np.random.Generator,
+               axes_out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Acquisition chain shared by the phantoms: noise-free magnitude signal -> stored MR slices.
+
+    In-plane Gaussian PSF (``psf_sigma`` voxels), box slice profile over the ``sub`` painting sub-slices, smooth
+    multiplicative bias field ``exp(g)`` (correlation length ``bias_sigma`` mm) with ``|g|`` up to ``log(1 + bias)``
+    over the body (0 disables it), Rician noise ``|S + n1 + i n2|`` with SD = mean body signal / ``snr``, then
+    scaling so that the body's 99.5th percentile equals ``out_scale``.
+
+    Args:
+        img: float32 (nx, ny, nz * sub) signal on the painting grid; filtered in place.
+        body: bool (nx, ny, nz) voxels inside the patient at the output slice centres.
+        rng: generator for the bias field and the noise.
+        axes_out: patient-frame coordinates (mm) of the output voxel centres (px, py, pz).
+
+    Returns:
+        uint16 (nx, ny, nz) magnitude image, arbitrary units.
+    """
+    ndimage.gaussian_filter(img, (psf_sigma, psf_sigma, 0.0), output=img, truncate=2.5)
+    img = decimate_slices(img, sub)
+    if bias > 0:
+        g = SeparableField(rng, bias_sigma, rank=3).evaluate(axes_out)
         gmax = float(np.percentile(np.abs(g[::3, ::3, :][body[::3, ::3, :]]), 99)) if body.any() else 1.0
-        g *= np.float32(np.log1p(p.bias) / max(gmax, 1e-6))
+        g *= np.float32(np.log1p(bias) / max(gmax, 1e-6))
         np.exp(g, out=g)
         img *= g
         del g
     ref = float(img[body].mean()) if body.any() else float(img.mean())
-    sigma = np.float32(ref / p.snr)
+    sigma = np.float32(ref / snr)
     n1 = rng.standard_normal(img.shape, dtype=np.float32)
     n1 *= sigma
     img += n1
@@ -172,6 +194,6 @@ def render_mri(labels: np.ndarray, sub: int, p: MRParams, rng: np.random.Generat
     del n1
     np.sqrt(img, out=img)
     top = float(np.percentile(img[::2, ::2, :][body[::2, ::2, :]], 99.5)) if body.any() else float(img.max())
-    img *= np.float32(p.out_scale / max(top, 1e-6))
+    img *= np.float32(out_scale / max(top, 1e-6))
     np.clip(img, 0, 65535, out=img)
     return np.rint(img).astype(np.uint16)

@@ -13,7 +13,8 @@ Output-folder policy: a folder is (re)used only if it is empty or holds nothing 
 run writes (a ``meta.csv`` whose ``generator`` column says ``fedgin-phantom``, case folders named
 ``ct0000``/``mr0000``-style holding only the image and ``segmentations/*.nii.gz``, leftover temporary
 folders); that content is then deleted and replaced. Anything else (e.g. a real dataset's ``meta.csv`` or
-unrelated files) raises :class:`PhantomOutputError` and nothing is touched.
+unrelated files) raises :class:`PhantomOutputError` and nothing is touched. The heart phantom uses the same
+policy with its flat MM-WHS file names (``ct_train_1001_image.nii.gz`` ...) in place of case folders.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -71,15 +73,16 @@ def write_case_folder(output: Path, case_id: str, image_name: str, image: np.nda
     return final
 
 
-def write_meta(output: Path, rows: list[dict[str, object]]) -> Path:
-    """Write ``meta.csv`` (';'-separated, :data:`META_COLUMNS`) via a temporary file."""
+def write_meta(output: Path, rows: list[dict[str, object]],
+               columns: tuple[str, ...] = META_COLUMNS) -> Path:
+    """Write ``meta.csv`` (';'-separated, ``columns``, :data:`META_COLUMNS` by default) via a temporary file."""
     path = output / "meta.csv"
     tmp = output / f"{TMP_PREFIX}meta.csv"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(META_COLUMNS), delimiter=";", extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=list(columns), delimiter=";", extrasaction="ignore")
         w.writeheader()
         for row in rows:
-            w.writerow({k: row.get(k, "") for k in META_COLUMNS})
+            w.writerow({k: row.get(k, "") for k in columns})
     os.replace(tmp, path)
     return path
 
@@ -107,8 +110,13 @@ def _is_phantom_meta(path: Path) -> bool:
         (not rows or "generator" in rows[0])
 
 
-def prepare_output(output: Path) -> None:
+def prepare_output(output: Path, is_case: Callable[[Path], bool] | None = None) -> None:
     """Create ``output`` or clear a previous phantom run there (see module docstring for the policy).
+
+    Args:
+        output: the dataset folder.
+        is_case: predicate recognising an entry written by the phantom for one case (default: a case folder
+            of the TotalSegmentator layout); the heart phantom passes its flat MM-WHS file names.
 
     Raises:
         PhantomOutputError: the folder holds anything a phantom run would not have written.
@@ -122,7 +130,7 @@ def prepare_output(output: Path) -> None:
             (ours if entry.is_file() and _is_phantom_meta(entry) else foreign).append(entry)
         elif entry.name.startswith(TMP_PREFIX):
             ours.append(entry)
-        elif _is_phantom_case(entry):
+        elif (is_case or _is_phantom_case)(entry):
             ours.append(entry)
         else:
             foreign.append(entry)
