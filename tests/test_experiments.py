@@ -53,3 +53,27 @@ def test_abdomen_mri_scarce_tiny(tmp_path):
     # the 0-CT point trained the MRI site alone; the others ran a federation
     assert (out / "runs" / "seed0__ct2__gin__liver" / "job").is_dir()
     assert not (out / "runs" / "seed0__ct0__gin__liver" / "job").exists()
+
+
+def test_heart_selects_on_the_heldout_half_and_tests_on_the_other(tmp_path):
+    from fedgin.experiments import HeartConfig
+    from fedgin.experiments.heart import heart
+
+    cfg = HeartConfig(methods=["none"], rounds=2, channels=[8, 16, 32], spacing=8.0, size=32, train_cases=2,
+                      val_cases=1, heldout_val=2, heldout_test=2, centralized=False)
+    out = heart(tmp_path / "h", cfg)
+    part = load_partition(out / "partition.json")
+    held = part["sites"]["site-mri2"]
+    assert not held["training"] and len(held["validation"]) == 2 and len(held["test"]) == 2
+    fed = json.loads((out / "runs" / "federated__none" / "result.json").read_text())
+    assert [r["round"] for r in fed["heldout_validation"]] == [0, 1]
+    assert {c["case"] for c in fed["cases"]} == set(held["test"])  # scored on the test half only
+    assert set(fed["summary"]["per_class"]) == {"myo", "la", "lv", "ra", "rv", "ao", "pa"}
+    table = (out / "table.md").read_text()
+    assert "best on held-out val" in table and "(final)" in table and table.count("\n") == 2 + 3 + 2
+    sites = (out / "sites.md").read_text()
+    assert "held-out" in sites and sites.count("\n") == 2 + 4
+    assert (out / "heldout_validation.png").stat().st_size > 5000
+    job = json.loads((out / "runs" / "federated__none" / "job" / "app" / "config" / "config_fed_server.json")
+                     .read_text())
+    assert job["heldout_datalist"].endswith("site-mri2/datalist.json") and job["min_clients"] == 3

@@ -45,8 +45,9 @@ class HeartConfig:
     val_cases: int = 2  # per training site
     heldout_val: int = 3
     heldout_test: int = 3
+    # scanners and protocols of the phantom sites (fedgin.phantom.HEART_PROTOCOLS); the held-out site differs
     protocols: dict[str, str | None] = field(default_factory=lambda: {
-        "site-ct1": None, "site-ct2": None, "site-mri1": None, "site-mri2": None})
+        "site-ct1": "cta", "site-ct2": "cta-lowdose", "site-mri1": "bssfp-1.5T", "site-mri2": "gre-3T"})
     local: bool = True
     centralized: bool = True
     test_input: str = "raw"
