@@ -345,6 +345,28 @@ def test_mask_in_other_voxel_order_is_accepted(tmp_path):
     np.testing.assert_array_equal(loaded.label == 1, original > 0)
 
 
+def test_kidneys_is_the_union_of_both_kidney_masks(tmp_path):
+    """FedGIN's 'kidneys' task from TotalSegmentator's kidney_left + kidney_right files; an own file wins."""
+    root = tmp_path / "src"
+    folder = make_case(root, "k", shape=(16, 16, 8), spacing=(2, 2, 5), organs=())
+    img = nib.load(folder / "ct.nii.gz")
+    left, right = np.zeros(img.shape, np.uint8), np.zeros(img.shape, np.uint8)
+    left[2:5, 3:6, 2:4] = 1
+    right[10:14, 3:6, 2:5] = 1
+    nib.save(nib.Nifti1Image(left, img.affine), folder / "segmentations" / "kidney_left.nii.gz")
+    case = LAYOUTS["totalseg"].list_cases(root, "ct")[0]
+    with pytest.raises(LayoutError, match="kidney_right"):
+        LAYOUTS["totalseg"].check_case(case, ["kidneys"])
+    nib.save(nib.Nifti1Image(right, img.affine), folder / "segmentations" / "kidney_right.nii.gz")
+    LAYOUTS["totalseg"].check_case(case, ["kidneys"])
+    loaded = LAYOUTS["totalseg"].load_case(case, ["kidneys"])
+    np.testing.assert_array_equal(loaded.label, ((left | right) > 0).astype(np.uint8))
+    own = np.zeros(img.shape, np.uint8)
+    own[0:2, 0:2, 0:2] = 1
+    nib.save(nib.Nifti1Image(own, img.affine), folder / "segmentations" / "kidneys.nii.gz")
+    np.testing.assert_array_equal(LAYOUTS["totalseg"].load_case(case, ["kidneys"]).label, own)
+
+
 def test_overlap_later_organ_wins(tmp_path, caplog):
     root = tmp_path / "src"
     folder = make_case(root, "ov", shape=(16, 16, 8), spacing=(2, 2, 5))

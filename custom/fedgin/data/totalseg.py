@@ -17,6 +17,8 @@ Rules applied here:
 * Masks must be binary (every value 0 or 1, any dtype) and lie on the image's grid: same shape and the same affine
   within 1e-3 (mm), compared after both are put in RAS voxel order, so a mask stored in another voxel order of the
   same grid is accepted.
+* ``kidneys`` (FedGIN's kidney task) is the union of ``kidney_left`` and ``kidney_right`` when the case has no
+  ``kidneys`` mask of its own.
 * Merging: organ k of the requested list gets label id k (1-based). Where masks overlap, the organ later in the list
   wins, and a warning gives the number of voxels taken over from each earlier organ.
 """
@@ -150,6 +152,28 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     return cases
 
 
+#: classes made of several TotalSegmentator structures when the dataset has no file of that name
+MERGED_STRUCTURES = {"kidneys": ("kidney_left", "kidney_right")}
+
+
+def organ_mask_paths(case: SourceCase, organ: str) -> list[Path]:
+    """The mask file(s) of a class: its own file, or the parts of a merged class (``MERGED_STRUCTURES``).
+
+    Raises:
+        LayoutError: no file for the organ (nor for every part of a merged class).
+    """
+    path = organ_mask_path(case, organ)
+    if path.is_file():
+        return [path]
+    if organ in MERGED_STRUCTURES:
+        parts = [organ_mask_path(case, part) for part in MERGED_STRUCTURES[organ]]
+        missing = [q for q in parts if not q.is_file()]
+        if not missing:
+            return parts
+        raise _missing_organ_error(case, organ, missing[0])
+    raise _missing_organ_error(case, organ, path)
+
+
 def organ_mask_path(case: SourceCase, organ: str) -> Path:
     """Path of an organ's mask for a case (the ``.nii.gz`` name when neither exists)."""
     seg = case.folder / SEGMENTATION_DIR
@@ -203,12 +227,10 @@ def check_case(case: SourceCase, organs: Sequence[str]) -> None:
     img, shape = open_nifti(case.image_path)
     image_shape, image_affine = ras_geometry(shape, img.affine)
     for organ in organs:
-        path = organ_mask_path(case, organ)
-        if not path.is_file():
-            raise _missing_organ_error(case, organ, path)
-        m, m_shape = open_nifti(path)
-        mask_shape, mask_affine = ras_geometry(m_shape, m.affine)
-        _check_grid(case, path, mask_shape, mask_affine, case.image_path, image_shape, image_affine)
+        for path in organ_mask_paths(case, organ):
+            m, m_shape = open_nifti(path)
+            mask_shape, mask_affine = ras_geometry(m_shape, m.affine)
+            _check_grid(case, path, mask_shape, mask_affine, case.image_path, image_shape, image_affine)
 
 
 def _check_mask(mask: RasVolume, image: RasVolume, case: SourceCase) -> np.ndarray:
@@ -244,10 +266,10 @@ def merge_organ_masks(case: SourceCase, organs: Sequence[str], image: RasVolume)
         raise LayoutError(f"{len(organs)} organs requested; the uint8 label map holds at most 255")
     label = np.zeros_like(image.data, dtype=np.uint8)  # same memory layout as the image
     for k, organ in enumerate(organs, start=1):
-        path = organ_mask_path(case, organ)
-        if not path.is_file():
-            raise _missing_organ_error(case, organ, path)
-        mask = _check_mask(read_nifti_ras(path), image, case)
+        mask = None
+        for path in organ_mask_paths(case, organ):  # a merged class is the union of its parts
+            part = _check_mask(read_nifti_ras(path), image, case)
+            mask = part if mask is None else (mask | part)
         if np.logical_and(mask, label).any():
             taken = label[mask]
             counts = np.bincount(taken, minlength=k)
