@@ -35,3 +35,18 @@ def test_missing_datalist_is_a_clear_error(tmp_path):
     out = _run("train", "--data", str(tmp_path / "nope" / "datalist.json"), "--steps", "1", "--output", str(tmp_path))
     assert out.returncode == 2
     assert "nope/datalist.json" in out.stderr and "not found" in out.stderr
+
+
+def test_experiment_arguments_are_checked_before_any_work(tmp_path):
+    out = _run("experiment", "heart", "--output", str(tmp_path / "h"), "--set", "roundz=3")
+    assert out.returncode == 2 and "roundz" in out.stderr and "rounds" in out.stderr
+    out = _run("experiment", "abdomen-crossmodality", "--output", str(tmp_path / "a"), "--methods", "gin,gni")
+    assert out.returncode == 2 and "gni" in out.stderr
+    out = _run("experiment", "heart", "--output", str(tmp_path / "h"), "--organs", "liver")
+    assert out.returncode == 2 and "fixed classes" in out.stderr
+    out = _run("experiment", "heart", "--output", str(tmp_path / "h"), "--source", "site-ct1=whs:ct")
+    assert out.returncode == 2 and "NAME=LAYOUT:MODALITY:PATH" in out.stderr
+    out = _run("experiment", "heart", "--output", str(tmp_path / "h"), "--source",
+               f"site-ct1=whs:ct:{tmp_path / 'nowhere'}")
+    assert out.returncode == 2 and "is not a folder" in out.stderr
+    assert not (tmp_path / "h").exists() and not (tmp_path / "a").exists()

@@ -189,7 +189,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
 
     from fedgin.experiments import EXPERIMENTS, parse_source
 
-    config_cls, runner, _ = EXPERIMENTS[a.name]
+    config_cls, runner, _, defaults = EXPERIMENTS[a.name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
     values = {}
     for item in a.set or []:
@@ -214,7 +214,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     unknown = sorted(set(values.get("methods", [])) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-    cfg = config_cls(**values)
+    cfg = config_cls(**{**defaults, **values})
     sources = {src.name: src for src in map(parse_source, a.source or [])}
     out = Path(a.output or f"runs/{a.name}").resolve()
     runner(out, cfg, sources)

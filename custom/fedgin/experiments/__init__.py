@@ -14,10 +14,11 @@ from fedgin.experiments.sources import Source, parse_source
 
 __all__ = ["EXPERIMENTS", "AbdomenConfig", "HeartConfig", "Source", "parse_source"]
 
-#: name -> (config class, runner, what it reproduces)
+#: name -> (config class, runner, what it reproduces, the experiment's own defaults over the config class's)
 EXPERIMENTS = {
     "abdomen-crossmodality": (AbdomenConfig, crossmodality, "Table III: methods x settings, binary per organ, "
-                                                            "tested on unseen CT and MRI"),
-    "abdomen-mri-scarce": (AbdomenConfig, mri_scarce, "Table II / Fig. 3: few MRI cases joined by 0..n CT cases"),
-    "heart": (HeartConfig, heart, "Tables IV / V: 3 training sites + a held-out MRI site selecting the model"),
+                                                            "tested on unseen CT and MRI", {}),
+    "abdomen-mri-scarce": (AbdomenConfig, mri_scarce, "Table II / Fig. 3: few MRI cases joined by 0..n CT cases",
+                           {"organs": ["liver"], "methods": ["gin"]}),
+    "heart": (HeartConfig, heart, "Tables IV / V: 3 training sites + a held-out MRI site selecting the model", {}),
 }
