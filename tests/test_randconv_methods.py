@@ -127,7 +127,7 @@ def test_deform_conv_offset_convention():
 
 
 def test_prorandconv_repeats_one_block():
-    aug = ProRandConv()
+    aug = ProRandConv(p=1.0)
     x = torch.randn(2, 1, 24, 24)
     for seed in range(6):
         params = aug.sample(2, 1, 24, 24, generator=_gen(seed))
@@ -177,7 +177,7 @@ def test_prorandconv_offsets_are_smooth():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_prorandconv_range_shape_dtype_seed(dtype):
     x = (torch.randn(3, 2, 20, 18) * 5).to(dtype)
-    aug = ProRandConv()
+    aug = ProRandConv(p=1.0)
     y = aug(x, _gen(12))
     assert y.shape == x.shape and y.dtype == dtype
     assert y.abs().max() <= 1.0
@@ -189,7 +189,7 @@ def test_prorandconv_range_shape_dtype_seed(dtype):
 def test_prorandconv_probability():
     x = torch.randn(2, 1, 16, 16)
     assert torch.equal(ProRandConv(p=0.0)(x, _gen(14)), x)
-    aug = ProRandConv(p=0.5)
+    aug = ProRandConv()  # default p = 0.5
     applied = [aug.sample(1, 1, 8, 8, generator=_gen(s)).applied for s in range(200)]
     assert 0.35 < sum(applied) / 200 < 0.65
 
@@ -197,7 +197,7 @@ def test_prorandconv_probability():
 # ------------------------------------------------------------------------------------------------------- both
 
 
-@pytest.mark.parametrize("make", [lambda: RCUNetAug(p=1.0), lambda: ProRandConv()])
+@pytest.mark.parametrize("make", [lambda: RCUNetAug(p=1.0), lambda: ProRandConv(p=1.0)])
 def test_common_contract(make):
     aug = make()
     assert list(aug.parameters()) == [] and list(aug.buffers()) == []

@@ -22,9 +22,13 @@ times in sequence (``L_max = 10``) with the *same* weights, offsets and affine::
   the input is sampled at ``p + p_tap + offset_tap(p)`` and the weighted samples are summed. With zero offsets
   this is exactly ``F.conv2d(x, w, padding=1)``.
 
-The output lies in ``(-1, 1)`` (tanh; in floating point, saturated values may round to exactly +-1). Nothing is
-mixed in: the augmented batch replaces the clean batch, as GIN does in this project. ``p`` is the probability per
-batch of applying the augmentation at all (default 1); otherwise the batch is returned unchanged.
+The output lies in ``(-1, 1)`` (tanh; in floating point, saturated values may round to exactly +-1), so unlike GIN
+(which blends with its input and keeps its norm) an augmented batch never looks like a z-scored slice. Nothing is
+mixed into an augmented image; instead ``p`` is the probability per batch of applying the augmentation (default
+0.5; otherwise the clean batch is used), so the network also sees the clean intensities it is tested on, as in
+RandConv's training (Xu et al. mix clean and random-convolution batches) and in third-party Pro-RandConv code that
+feeds clean and augmented views together. Our choice: with ``p = 1`` the network never sees a clean slice and, on
+the phantom at 10 epochs, fails on clean test slices (centralized 3D Dice 0.20 against 0.53 without augmentation).
 """
 
 from __future__ import annotations
@@ -167,7 +171,7 @@ class ProRandConv(torch.nn.Module):
         offset_smoothing: float = 2.0,
         eps: float = 1e-3,
         norm_eps: float = 1e-6,
-        p: float = 1.0,
+        p: float = 0.5,
     ) -> None:
         super().__init__()
         if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
