@@ -290,8 +290,9 @@ def prepare_site(
         split_of = {cid: split for split, ids in parts.items() for cid in ids}
         policy = f"seeded (seed {seed})"
     for split in SPLITS:
-        if not any(s == split for s in split_of.values()):
-            log.warning("site %s: the %s split is empty (%s split of %d cases)", site, split, policy, len(cases))
+        if not any(s == split for s in split_of.values()):  # a partition's empty splits are intended: info only
+            (log.info if policy == "partition" else log.warning)(
+                "site %s: the %s split is empty (%s split of %d cases)", site, split, policy, len(cases))
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
