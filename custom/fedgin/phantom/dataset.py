@@ -184,6 +184,32 @@ def assign_splits(cases: int, seed: int, modality: str, val_fraction: float = 0.
     return splits
 
 
+def write_cases(out: Path, cases: int, make_case, splits: list[str], desc: str,
+                progress: bool) -> tuple[list[dict[str, object]], list[str]]:
+    """Generate ``make_case(i)`` for ``i < cases`` and write each into ``out`` (``case.write``); returns the meta rows
+    (with ``split`` from ``splits``) and the case ids. Compressing case i (zlib releases the GIL) overlaps with
+    generating case i + 1."""
+    rows: list[dict[str, object]] = []
+    ids: list[str] = []
+    iterator = range(cases)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc=desc, unit="case")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for i in iterator:
+            case = make_case(i)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(case.write, out)
+            rows.append({**case.meta, "split": splits[i]})
+            ids.append(case.case_id)
+            del case
+        if pending is not None:
+            pending.result()
+    return rows, ids
+
+
 def generate_dataset(output: str | Path, modality: str, cases: int, seed: int, *, mri_sequence: str = "mixed",
                      val_fraction: float = 0.2, test_fraction: float = 0.2, progress: bool = True) -> list[str]:
     """Write a phantom dataset in the TotalSegmentator layout and return the case ids written.
@@ -206,24 +232,7 @@ def generate_dataset(output: str | Path, modality: str, cases: int, seed: int, *
     splits = assign_splits(int(cases), seed, modality, val_fraction, test_fraction)
     out = Path(output)
     prepare_output(out)
-    rows: list[dict[str, object]] = []
-    ids: list[str] = []
-    iterator = range(int(cases))
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc=f"phantom {modality}", unit="case")
-    # compression of case i (zlib releases the GIL) overlaps with the generation of case i + 1
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for i in iterator:
-            case = generate_case(modality, seed, i, mri_sequence=mri_sequence)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(case.write, out)
-            rows.append({**case.meta, "split": splits[i]})
-            ids.append(case.case_id)
-            del case
-        if pending is not None:
-            pending.result()
+    rows, ids = write_cases(out, int(cases), lambda i: generate_case(modality, seed, i, mri_sequence=mri_sequence),
+                            splits, f"phantom {modality}", progress)
     write_meta(out, rows)
     return ids

@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .anatomy import Anatomy
-from .dataset import _modality, assign_splits
+from .dataset import _modality, assign_splits, write_cases
 from .grid import Grid, orientation_affine, plan_grid, reorient_array
 from .heart_anatomy import build_heart_labels, sample_heart_anatomy
 from .heart_render import (HeartCTParams, HeartMRParams, render_heart_ct,
@@ -225,25 +224,8 @@ def generate_heart_dataset(output: str | Path, modality: str, cases: int, seed: 
     splits = assign_splits(int(cases), seed, modality, val_fraction, test_fraction)
     out = Path(output)
     prepare_output(out, is_case=_is_heart_file)
-    rows: list[dict[str, object]] = []
-    ids: list[str] = []
-    iterator = range(int(cases))
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc=f"heart phantom {modality}", unit="case")
-    # compression of case i (zlib releases the GIL) overlaps with the generation of case i + 1
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for i in iterator:
-            case = generate_heart_case(modality, seed, i, protocol=protocol)
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(case.write, out)
-            rows.append({**case.meta, "split": splits[i]})
-            ids.append(case.case_id)
-            del case
-        if pending is not None:
-            pending.result()
+    rows, ids = write_cases(out, int(cases), lambda i: generate_heart_case(modality, seed, i, protocol=protocol),
+                            splits, f"heart phantom {modality}", progress)
     write_meta(out, rows, HEART_META_COLUMNS)
     return ids
 
