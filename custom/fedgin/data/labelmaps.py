@@ -97,18 +97,19 @@ def class_values(organs: Sequence[str], table: ValueTable, *, source: str) -> li
 
 
 def check_label_grid(case_id: str, label_path: Path, label_shape: Sequence[int], label_affine: np.ndarray,
-                     image_path: Path, image_shape: Sequence[int], image_affine: np.ndarray) -> None:
-    """Shapes and affines given in RAS voxel order; the error names the label file and the case."""
+                     image_path: Path, image_shape: Sequence[int], image_affine: np.ndarray,
+                     kind: str = "label") -> None:
+    """Shapes and affines given in RAS voxel order; the error names the ``kind`` of file (label, mask) and the case."""
     if tuple(label_shape) != tuple(image_shape):
         raise LayoutError(
-            f"{label_path}: case {case_id!r}: label shape {tuple(label_shape)} differs from its image "
+            f"{label_path}: case {case_id!r}: {kind} shape {tuple(label_shape)} differs from its image "
             f"{image_path.name} shape {tuple(image_shape)} (both in RAS voxel order)"
         )
     diff = float(np.abs(np.asarray(label_affine) - np.asarray(image_affine)).max())
     if diff > AFFINE_TOLERANCE_MM:
         raise LayoutError(
-            f"{label_path}: case {case_id!r}: label affine differs from its image {image_path.name} by up to "
-            f"{diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)\nlabel:\n{np.asarray(label_affine)}\n"
+            f"{label_path}: case {case_id!r}: {kind} affine differs from its image {image_path.name} by up to "
+            f"{diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)\n{kind}:\n{np.asarray(label_affine)}\n"
             f"image:\n{np.asarray(image_affine)}"
         )
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedgin.data.errors import LayoutError
+from fedgin.data.labelmaps import AFFINE_TOLERANCE_MM, check_label_grid
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
 from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
 
@@ -62,7 +63,6 @@ META_SPLITS = {
     "validation": "validation",
     "test": "test",
 }
-AFFINE_TOLERANCE_MM = 1e-3
 SEGMENTATION_DIR = "segmentations"
 
 
@@ -197,18 +197,8 @@ def available_organs(case: SourceCase) -> list[str]:
 def _check_grid(case: SourceCase, mask_path: Path, mask_shape: tuple, mask_affine: np.ndarray,
                 image_path: Path, image_shape: tuple, image_affine: np.ndarray) -> None:
     """Shapes and affines given in RAS voxel order; errors name the mask file and the case."""
-    if tuple(mask_shape) != tuple(image_shape):
-        raise LayoutError(
-            f"{mask_path}: case {case.case_id!r}: mask shape {tuple(mask_shape)} differs from its image "
-            f"{image_path.name} shape {tuple(image_shape)} (both in RAS voxel order)"
-        )
-    diff = float(np.abs(np.asarray(mask_affine) - np.asarray(image_affine)).max())
-    if diff > AFFINE_TOLERANCE_MM:
-        raise LayoutError(
-            f"{mask_path}: case {case.case_id!r}: mask affine differs from its image {image_path.name} by up to "
-            f"{diff:.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)\nmask:\n{np.asarray(mask_affine)}\n"
-            f"image:\n{np.asarray(image_affine)}"
-        )
+    check_label_grid(case.case_id, mask_path, mask_shape, mask_affine, image_path, image_shape, image_affine,
+                     kind="mask")
 
 
 def _missing_organ_error(case: SourceCase, organ: str, path: Path) -> LayoutError:
