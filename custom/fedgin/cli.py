@@ -151,9 +151,12 @@ def _cmd_job(a: argparse.Namespace) -> int:
     if a.data_root:
         values["data_root"] = str(Path(a.data_root).resolve())
         values = task_from_sites(Path(a.data_root), values)
-    job = build_job(a.output, values, template=a.template, name=a.name)
+    job = build_job(a.output, values, template=a.template, name=a.name, code=a.code, resume_from=a.resume_from)
     print(f"job written to {job}")
-    print(f"run it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
+    if a.code == "job":
+        print(f"run it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
+    else:
+        print(f"submit it with: nvflare job submit -j {job}  (sites run their installed fedgin; see provisioning/)")
     return 0
 
 
@@ -310,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any job variable, e.g. --set local_epochs=2 --set channels=[32,64,128,256]")
     s.add_argument("--name", help="job name")
     s.add_argument("--template", help="job definition folder (default: jobs/fedgin of this repository)")
+    s.add_argument("--code", choices=["job", "site"], default="job",
+                   help="job: copy the fedgin code into the job (simulator); site: no code in the job, every "
+                        "participant runs its installed, allow-listed fedgin (POC, production)")
+    s.add_argument("--resume-from", metavar="MODEL",
+                   help="continue a stopped run: its FL_global_model.pt (the job starts at the round after it; "
+                        "--rounds is the total)")
     s.set_defaults(func=_cmd_job)
 
     s = sub.add_parser("compare", help="methods × settings grid (single-modality, centralized, federated)")

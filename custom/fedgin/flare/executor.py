@@ -10,7 +10,8 @@ Tasks:
 
 Where the site's data is (first match wins):
     1. ``<site workspace>/local/fedgin_site.json`` with ``{"datalist": "/path/datalist.json"}``: the site's own
-       configuration, outside the job (production);
+       configuration, outside the job (production). It may also say ``"share_local_model": false``: the site then
+       refuses ``submit_model`` whatever the job asks;
     2. ``datalist`` argument with ``{data_root}`` and ``{site}`` placeholders, ``data_root`` coming from the job
        or from the ``FEDGIN_DATA_ROOT`` environment variable (simulator, POC).
 """
@@ -65,6 +66,9 @@ class FedGINExecutor(Executor):
     validation_split: split used for per-round and cross-site validation.
     device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda:N``.
     analytic_sender_id: component that streams metrics to the server's TensorBoard ("" to disable).
+    share_local_model: answer ``submit_model`` (cross-site evaluation sends the site's own last local model to the
+        server and from there to the other sites); False refuses it. The site's ``fedgin_site.json`` can refuse too.
+    start_round: the job's first round (a resumed job), for progress messages.
     """
 
     def __init__(
@@ -78,6 +82,8 @@ class FedGINExecutor(Executor):
         validation_split: str = "validation",
         device: str = "auto",
         analytic_sender_id: str = "analytic_sender",
+        share_local_model: bool = True,
+        start_round: int = 0,
     ) -> None:
         super().__init__()
         self.classes = list(classes)
@@ -89,6 +95,8 @@ class FedGINExecutor(Executor):
         self.validation_split = validation_split
         self.device = device
         self.analytic_sender_id = analytic_sender_id
+        self.share_local_model = bool(share_local_model)
+        self.start_round = int(start_round)
         self.site = None
         self.sender = None
         self.init_error: str | None = None
@@ -117,9 +125,15 @@ class FedGINExecutor(Executor):
         site_cfg = local_dir / SITE_CONFIG_FILE
         if site_cfg.is_file():
             try:
-                return Path(json.loads(site_cfg.read_text())["datalist"]).expanduser()
+                cfg = json.loads(site_cfg.read_text())
+                path = Path(cfg["datalist"]).expanduser()
+                share = cfg.get("share_local_model", True)
+                if not isinstance(share, bool):
+                    raise TypeError(f"share_local_model must be true or false, not {share!r}")
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{site_cfg}: expected JSON with a 'datalist' path: {e}") from e
+            self.share_local_model = self.share_local_model and share
+            return path
         root = self.data_root or os.environ.get("FEDGIN_DATA_ROOT", "")
         if not root and "{data_root}" in self.datalist_pattern:
             raise ValueError(
@@ -165,6 +179,9 @@ class FedGINExecutor(Executor):
             if task_name == AppConstants.TASK_VALIDATION:
                 return self._validate(shareable, fl_ctx)
             if task_name == AppConstants.TASK_SUBMIT_MODEL:
+                if not self.share_local_model:
+                    self.log_warning(fl_ctx, "submit_model refused: this site does not share its local model")
+                    return make_reply(ReturnCode.EXECUTION_EXCEPTION)
                 return DXO(DataKind.WEIGHTS, self.site.local_weights()).to_shareable()
             self.log_error(fl_ctx, f"unknown task {task_name}")
             return make_reply(ReturnCode.TASK_UNKNOWN)
@@ -184,7 +201,8 @@ class FedGINExecutor(Executor):
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
-        total = shareable.get_header(AppConstants.NUM_ROUNDS, "?")
+        num = shareable.get_header(AppConstants.NUM_ROUNDS)
+        total = self.start_round + int(num) if num is not None else "?"
         global_weights = self._weights(shareable)
         res = self.site.train_round(
             global_weights,
@@ -206,7 +224,9 @@ class FedGINExecutor(Executor):
             f"{stats.samples / max(stats.seconds, 1e-9):.1f} slices/s",
         )
         diff = self.site.weight_diff(res["weights"], global_weights)
-        return train_result(diff, res["num_samples"], gval["mean_dice"])
+        reply = train_result(diff, res["num_samples"], gval["mean_dice"])
+        reply.set_header(AppConstants.CURRENT_ROUND, rnd)
+        return reply
 
     def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")

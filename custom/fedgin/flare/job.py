@@ -56,7 +56,7 @@ def settable_variables(template: str | Path | None = None) -> dict[str, Any]:
 
 
 def build_job(output: str | Path, values: dict[str, Any] | None = None, template: str | Path | None = None,
-              name: str | None = None) -> Path:
+              name: str | None = None, code: str = "job", resume_from: str | Path | None = None) -> Path:
     """Write a runnable job folder.
 
     Args:
@@ -64,16 +64,30 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
         values: variable → value; ``classes`` also sets ``num_classes``. Unknown variables raise ``ValueError``.
         template: the job definition (default ``jobs/fedgin``).
         name: job name in ``meta.json``.
+        code: ``job`` copies the ``fedgin`` package into ``app/custom/`` (bring-your-own-code: the simulator);
+            ``site`` writes no code: every participant runs its installed ``fedgin`` and allow-lists its classes
+            (POC and production, see ``fedgin.flare.site_policy``).
+        resume_from: a global model file of an earlier run of this job (``FL_global_model.pt``, which records its
+            round r): the new job starts from it at round r + 1 and runs up to ``num_rounds`` in total. The file
+            is copied into ``app/config/`` so that the job carries it to the server.
 
     Returns:
         The job folder, ready for ``nvflare simulator`` or ``nvflare job submit``.
     """
+    if code not in ("job", "site"):
+        raise ValueError(f"code must be 'job' or 'site', not {code!r}")
     template = Path(template) if template else default_template()
     output = Path(output)
     values = dict(values or {})
     known = settable_variables(template)
     if "classes" in values:
         values["num_classes"] = len(values["classes"])
+    if "share_local_models" in values:  # the server's cross-site evaluation asks for local models only if shared
+        values["submit_model_task"] = "submit_model" if values["share_local_models"] else ""
+    if "privacy" in values:
+        from fedgin.flare.privacy import check_privacy
+
+        check_privacy(values["privacy"])
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
@@ -83,6 +97,9 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
         domains = model_domains(values["method"])  # raises on an unknown method
         if domains and not values.get("domains"):
             values["domains"] = domains  # DSBN: one batch-norm branch per modality
+    resume = _resume_values(Path(resume_from), {**known, **values}) if resume_from else None
+    if resume:
+        values.update(resume)
     if output.exists():
         if not (output / "meta.json").is_file():
             raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
@@ -102,10 +119,41 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     if "min_clients" in values:
         meta["min_clients"] = values["min_clients"]
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    pkg = Path(fedgin.__file__).resolve().parent
-    shutil.copytree(pkg, tmp / "app" / "custom" / "fedgin", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if code == "job":
+        pkg = Path(fedgin.__file__).resolve().parent
+        shutil.copytree(pkg, tmp / "app" / "custom" / "fedgin",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if resume:
+        from fedgin.flare.persistor import RESUME_FILE
+
+        shutil.copyfile(resume_from, tmp / "app" / "config" / RESUME_FILE)
     tmp.rename(output)
     return output
+
+
+def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """``start_round``, the remaining ``num_rounds`` and ``resume_from`` for a job resuming from ``path``.
+
+    Raises:
+        ValueError: not a FedGIN global model, a model of another shape than the job's, or no round left.
+    """
+    from fedgin.engine.model import SegUNet
+    from fedgin.flare.persistor import RESUME_FILE, read_round
+
+    record = read_round(path)
+    args = {k: values[k] for k in ("num_classes", "channels", "strides", "num_res_units", "norm", "dropout",
+                                   "domains", "test_input")}
+    expected = {k: tuple(v.shape) for k, v in SegUNet(**args).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in record["weights"].items()}
+    if found != expected:
+        diff = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise ValueError(f"{path}: its model does not fit this job's model (e.g. {diff[:3]}); resume with the "
+                         "same classes, channels, strides and method as the run that wrote it")
+    start, total = int(record["round"]) + 1, int(values["num_rounds"])
+    if start >= total:
+        raise ValueError(f"{path}: holds the model after round {start} and the job has {total} rounds: nothing "
+                         "left to run (raise --rounds)")
+    return {"start_round": start, "num_rounds": total - start, "resume_from": RESUME_FILE}
 
 
 def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = None) -> dict:

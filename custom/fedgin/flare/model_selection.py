@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nvflare.apis.event_type import EventType
+from nvflare.apis.fl_constant import FLContextKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
@@ -42,6 +43,8 @@ class FedGINModelSelector(IntimeModelSelector):
     heldout_split: the split of it used for selection (default ``validation``).
     classes: the job's classes; model: ``fedgin.engine.ModelConfig`` values of the global model.
     device: where the server evaluates (``cpu`` by default: the server usually has no GPU).
+    aggregator_id: the aggregator; when it is a ``CheckedAggregator``, an update it rejects does not count for
+        the selection either.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class FedGINModelSelector(IntimeModelSelector):
         classes: list[str] | None = None,
         model: dict[str, Any] | None = None,
         device: str = "cpu",
+        aggregator_id: str = "aggregator",
         weigh_by_local_iter: bool = True,
         **kwargs,
     ) -> None:
@@ -60,6 +64,7 @@ class FedGINModelSelector(IntimeModelSelector):
         self.classes = list(classes or [])
         self.model_values = dict(model or {})
         self.device = device
+        self.aggregator_id = aggregator_id
         self.engine = None
         self.data = None
         self.best = -math.inf
@@ -68,12 +73,23 @@ class FedGINModelSelector(IntimeModelSelector):
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if not self.heldout_datalist:
+            if event_type == AppEventType.BEFORE_CONTRIBUTION_ACCEPT and self._refused(fl_ctx):
+                return  # an update the aggregator refuses does not vote for the best model either
             super().handle_event(event_type, fl_ctx)
             return
         if event_type == EventType.START_RUN:
             self._start(fl_ctx)
         elif event_type == AppEventType.AFTER_SHAREABLE_TO_LEARNABLE and self.engine is not None:
             self._evaluate_global(fl_ctx)
+
+    def _refused(self, fl_ctx: FLContext) -> bool:
+        """True when the job's ``CheckedAggregator`` will reject the contribution being accepted."""
+        aggregator = fl_ctx.get_engine().get_component(self.aggregator_id)
+        if not hasattr(aggregator, "problems"):
+            return False
+        shareable = fl_ctx.get_peer_context().get_prop(FLContextKey.SHAREABLE)
+        return shareable is not None and shareable.get_return_code() in (None, ReturnCode.OK) and \
+            bool(aggregator.problems(shareable, fl_ctx))
 
     def _start(self, fl_ctx: FLContext) -> None:
         from fedgin.data.datalist import load_datalist, task_labels
