@@ -17,6 +17,7 @@ from fedgin.flare.job import build_job  # noqa: E402
 from fedgin.flare.simulate import run_simulator  # noqa: E402
 from fedgin.phantom import generate_dataset  # noqa: E402
 from fedgin.workflows import evaluate  # noqa: E402
+from leak_checks import check_outgoing  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ORGANS = ["liver", "spleen"]
@@ -44,6 +45,12 @@ def test_two_sites_two_rounds_in_the_simulator(tmp_path):
         assert 0.0 <= cross[site]["SRV_FL_global_model.pt"]["val_dice"] <= 1.0
     for site in sites:
         assert list((res["tb_events"] / site).glob("events.out.tfevents.*")), site
+    # what left each site, as its own audit recorded it: weights, the sample count and metrics, nothing else
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for site in sites:
+        sent = check_outgoing(tmp_path / "ws" / site / "simulate_job" / "outgoing_audit.jsonl",
+                              tmp_path / "data" / site / "datalist.json", shapes)
+        assert sent == {"train": 2, "submit_model": 1, "validate": 4}, sent
     log = (tmp_path / "ws" / "site-ct" / "log.txt").read_text()
     assert "round 2/2" in log and "Traceback" not in log
     # the global model file is usable by the engine's evaluation (classes come from the job config beside it)

@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(s)
     s.set_defaults(func=_cmd_demo)
+
+    from fedgin.poc_cli import add_poc_parser
+
+    add_poc_parser(sub)
     return p
 
 

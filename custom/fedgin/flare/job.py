@@ -15,7 +15,8 @@ from typing import Any
 
 import fedgin
 
-__all__ = ["default_template", "settable_variables", "build_job", "task_from_sites", "STRUCTURAL_KEYS"]
+__all__ = ["default_template", "settable_variables", "build_job", "task_from_sites", "task_from_datalists",
+           "STRUCTURAL_KEYS"]
 
 STRUCTURAL_KEYS = {"format_version", "components", "workflows", "executors", "task_data_filters",
                    "task_result_filters", "server"}
@@ -159,10 +160,19 @@ def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
 def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = None) -> dict:
     """Take classes, slice size and spacing from the sites' datalists under ``data_root`` (all must agree);
     ``sites`` restricts this to those site folders (default: every ``<data_root>/*/datalist.json``)."""
+    paths = [data_root / s / "datalist.json" for s in sites] if sites else sorted(data_root.glob("*/datalist.json"))
+    values = task_from_datalists(paths, values)
+    if paths:
+        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
+    return values
+
+
+def task_from_datalists(paths: list[Path], values: dict) -> dict:
+    """Set ``classes``, ``size_px`` and ``spacing_mm`` of ``values`` from these datalists (which must agree with
+    each other and with values already set)."""
     from fedgin.data.datalist import load_datalist, task_labels
 
     found = {}
-    paths = [data_root / s / "datalist.json" for s in sites] if sites else sorted(data_root.glob("*/datalist.json"))
     for path in paths:
         d = load_datalist(path)
         task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
@@ -174,6 +184,4 @@ def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = Non
         if key in values and values[key] != value:
             raise ValueError(f"--{'organs' if key == 'classes' else key}: {values[key]} differs from {value} in {path}")
         values[key] = value
-    if found:
-        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
     return values
