@@ -25,7 +25,6 @@ from fedgin.flare.persistor import read_round  # noqa: E402
 from fedgin.flare.poc import Poc, default_project  # noqa: E402
 from leak_checks import check_outgoing  # noqa: E402
 
-pytestmark = pytest.mark.slow
 SITES = {"site-ct": "ct", "site-mri": "mri", "site-mri2": "mri"}
 TINY = {"classes": ["disc"], "channels": [8, 16, 32], "strides": [2, 2], "local_steps": 2, "size_px": [32, 32],
         "batch_size": 4, "method": "gin", "cse_submit_model_timeout": 20, "cse_validation_timeout": 30}
@@ -69,6 +68,7 @@ def _wait_for(path: Path, text: str, timeout: float = 300) -> None:
     raise TimeoutError(f"{text!r} not in {path} after {timeout} s")
 
 
+@pytest.mark.slow
 def test_poc_federation_end_to_end_and_a_site_dying_mid_run(tmp_path):
     datalists = {site: write_toy_site(tmp_path / "data", site, modality, ["disc"],
                                       {"training": 2, "validation": 1}, seed=i)
@@ -121,3 +121,26 @@ def test_poc_federation_end_to_end_and_a_site_dying_mid_run(tmp_path):
     assert poc.processes() == []
     poc.clean()
     assert not (tmp_path / "poc").exists()
+
+
+def test_poc_prepare_and_clean_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from fedgin.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ws = tmp_path / "poc"
+    paths = {s: write_toy_site(tmp_path / "data", s, m, ["disc"], {"training": 1}) for s, m in
+             (("site-ct", "ct"), ("site-mri", "mri"))}
+    assert main(["poc", "--workspace", str(ws), "prepare", "--site", f"site-ct={paths['site-ct']}"]) == 2
+    assert "no data given for ['site-mri']" in capsys.readouterr().err
+    assert main(["poc", "--workspace", str(ws), "prepare", "--data-root", str(tmp_path / "data"),
+                 "--port", "18555"]) == 0
+    poc = Poc(ws)
+    for site, path in paths.items():
+        assert json.loads((poc.kit(site) / "local" / "fedgin_site.json").read_text())["datalist"] == str(path)
+        resources = json.loads((poc.kit(site) / "local" / "resources.json.default").read_text())
+        assert "fedgin.flare.executor.FedGINExecutor" in resources["class_allow_list"]
+    server = json.loads((poc.kit(poc.state()["server"]) / "startup" / "fed_server.json").read_text())
+    assert "18555" in json.dumps(server)
+    assert (tmp_path / "home" / ".nvflare" / "config.conf").is_file()  # NVFlare's admin registry, in HOME
+    assert main(["poc", "--workspace", str(ws), "clean"]) == 0
+    assert not ws.exists()

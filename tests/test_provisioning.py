@@ -196,6 +196,8 @@ def test_job_components_are_on_each_kit_allow_list(provisioned, project):
         assert not missing, f"{p['name']}: not allow-listed: {missing}"
         kept = ("components", "snapshot_persistor") if p["type"] == "server" else ("components", "client")
         assert all(k in resources for k in kept), f"{p['name']}: the rest of the file was not kept"
+        if p["type"] == "client":  # a site's error log (it names the site's files) is not streamed to the server
+            assert resources["allow_log_streaming"] is p.get("allow_log_streaming", True) is False
 
 
 def test_authorization_denies_byoc_to_every_role(provisioned, project):

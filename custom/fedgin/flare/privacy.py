@@ -9,7 +9,8 @@ anything leaves the site:
   excluding them, are never averaged: they keep their initial global values on the server; the server's
   ``CheckedAggregator`` reads the same variable and accepts updates without them).
 - ``percentile``: ``PercentilePrivacy(percentile=P, gamma=G)`` (Shokri and Shmatikov, CCS 2015): only the entries
-  whose |Δθ| is above the P-th percentile are sent, clipped to ±G; the rest are sent as 0.
+  whose |Δθ| is above the P-th percentile are sent, clipped; the rest are sent as 0. NVFlare clips Δθ / n to ±G,
+  n being ``NUM_STEPS_CURRENT_ROUND``, which FedGIN sets to N_k (training slices): the clip on Δθ is ±G·N_k.
 - ``svt``: ``SVTPrivacy(fraction, epsilon, noise_var, gamma, tau)``: a differentially private sparse-vector
   release of a fraction of the entries, with Laplace noise.
 

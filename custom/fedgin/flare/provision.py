@@ -66,12 +66,27 @@ class FedGINKitBuilder(Builder):
         for client in project.get_clients():
             local = Path(ctx.get_local_dir(client))
             self._apply_policy(local, "client")
+            self._log_streaming(local, client.get_prop("allow_log_streaming"))
             data_dir = f"{self.data_root}/{client.name}"
             sample = {"datalist": f"{data_dir}/datalist.json"}
             (local / SITE_CONFIG_SAMPLE).write_text(json.dumps(sample, indent=2) + "\n")
             (local / SITE_README).write_text(_README.format(
                 site=client.name, org=client.org, project=project.name, version=fedgin.__version__,
                 data_dir=data_dir, sample=SITE_CONFIG_SAMPLE))
+
+    @staticmethod
+    def _log_streaming(local: Path, allowed) -> None:
+        """Honour ``allow_log_streaming: false`` on a client in project.yml. NVFlare 2.9's StaticFileBuilder reads it
+        with a truthiness fallback (``Entity.get_prop_fb``), so a site's ``false`` silently becomes the default
+        ``true`` and the site's error log (which names its files) is streamed to the server."""
+        if allowed is None:
+            return
+        if not isinstance(allowed, bool):
+            raise ValueError(f"allow_log_streaming must be true or false, not {allowed!r}")
+        path = local / ProvFileName.RESOURCES_JSON_DEFAULT
+        resources = json.loads(path.read_text())
+        resources["allow_log_streaming"] = allowed
+        path.write_text(json.dumps(resources, indent=2) + "\n")
 
     @staticmethod
     def _apply_policy(local: Path, role: str) -> None:
