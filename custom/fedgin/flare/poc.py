@@ -28,6 +28,9 @@ from fedgin.flare.executor import SITE_CONFIG_FILE
 
 __all__ = ["Poc", "PocError", "default_project", "default_workspace"]
 
+PROGRESS = re.compile(r"(Round \d+ (?:started|finished)\.|REJECTED update of .*|Ignore the result from .*|"
+                      r"Beginning model validation.*|received dead job report for client .*)")
+
 
 class PocError(RuntimeError):
     """An NVFlare POC command failed or a job did not complete."""
@@ -113,6 +116,8 @@ class Poc:
             heartbeat_timeout: seconds without a heartbeat after which the server drops a site (NVFlare's
                 default 600): a crashed site then stops being waited for (cross-site evaluation included).
         """
+        if self.processes():
+            raise PocError(f"a POC system runs from {self.workspace}: `fedgin poc stop` before preparing again")
         project = Path(project).resolve() if project else default_project()
         spec = _yaml(project)
         parts = spec.get("participants", [])
@@ -171,14 +176,43 @@ class Poc:
         return m.group(1)
 
     def wait(self, job_id: str, timeout: float = 1800) -> str:
-        """Wait for the job to end; returns its final status. Raises ``PocError`` unless it completed."""
+        """Wait for the job to end, echoing its rounds from the server's log; returns its final status.
+
+        Raises:
+            PocError: the job did not complete (failed, aborted or still running after ``timeout``).
+        """
         self.echo(f"POC: waiting for job {job_id} (at most {timeout:.0f} s)")
-        out = self.nvflare("job", "wait", job_id, "--timeout", str(int(timeout)), timeout=timeout + 60, check=False)
+        exe = shutil.which("nvflare")
+        cmd = ([exe] if exe else [sys.executable, "-m", "nvflare.cli"]) + ["job", "wait", job_id, "--timeout",
+                                                                          str(int(timeout))]
+        log = self.kit(self.state()["server"]) / job_id / "log.txt"
+        seen = 0
+        with subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL) as p:
+            t0 = time.monotonic()
+            while p.poll() is None:
+                seen = self._echo_progress(log, seen, t0)
+                time.sleep(1)
+            out = p.stdout.read() if p.stdout else ""
+        self._echo_progress(log, seen, t0)
         m = re.search(r"status:\s*(\S+)", out)
         status = m.group(1) if m else "UNKNOWN"
         if status != "COMPLETED":
             raise PocError(f"job {job_id} ended with status {status}:\n{out.strip()[-2000:]}")
         return status
+
+    def _echo_progress(self, log: Path, seen: int, t0: float) -> int:
+        """Echo the progress lines the server's job log gained since byte ``seen``; returns the new offset."""
+        if not log.is_file():
+            return seen
+        with open(log, errors="replace") as f:
+            f.seek(seen)
+            text = f.read()
+        for line in text.splitlines():
+            m = PROGRESS.search(line)
+            if m:
+                self.echo(f"  [{time.monotonic() - t0:5.0f} s] {m.group(1).strip()}")
+        return seen + len(text.encode())
 
     def abort(self, job_id: str) -> None:
         self.nvflare("job", "abort", job_id, "--force", timeout=120, check=False)

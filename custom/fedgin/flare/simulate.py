@@ -17,7 +17,8 @@ from typing import Callable
 
 __all__ = ["SimulationResult", "run_simulator", "find_artifacts", "SimulationError"]
 
-PROGRESS = re.compile(r"(round \d+/\d+: .*|Round \d+ started\.|cross.?site.*validat.*|validated model of .*)", re.I)
+PROGRESS = re.compile(r"(round \d+/\d+: .*|Round \d+ started\.|cross.?site.*validat.*|validated model of .*|"
+                      r"REJECTED update of .*)", re.I)
 
 
 class SimulationError(RuntimeError):
