@@ -77,12 +77,19 @@ class Poc:
             env["HOME"] = str(self.home)
         return env
 
-    def nvflare(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+    def _threads_env(self, sites: int) -> dict[str, str]:
+        """This POC's environment with ``OMP_NUM_THREADS`` = the site's share of the CPU cores (unless set): every
+        site of a workstation POC trains at once, and one OpenMP thread per core each would oversubscribe it."""
+        env = self.env
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, sites))))
+        return env
+
+    def nvflare(self, *args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> str:
         """Run ``nvflare ARGS`` with this POC's environment; returns its output (stdout + stderr)."""
         exe = shutil.which("nvflare")
         cmd = ([exe] if exe else [sys.executable, "-m", "nvflare.cli"]) + list(args)
         try:
-            p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout,
+            p = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True, timeout=timeout,
                                stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             raise PocError(f"`nvflare {' '.join(args)}` did not finish in {timeout:.0f} s") from e
@@ -163,7 +170,8 @@ class Poc:
         """Start the server and every site (returns once they are connected)."""
         state = self.state()
         self.echo(f"POC: starting the server (localhost:{state['port']}) and {', '.join(state['sites'])}")
-        self.nvflare("poc", "start", "--timeout", str(int(timeout)), timeout=timeout + 60)
+        self.nvflare("poc", "start", "--timeout", str(int(timeout)), timeout=timeout + 60,
+                     env=self._threads_env(len(state["sites"])))
 
     def submit(self, job: str | Path, kit_id: str | None = None) -> str:
         """Submit (and sign) a job folder; returns the job id."""
