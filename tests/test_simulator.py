@@ -31,7 +31,8 @@ def test_two_sites_two_rounds_in_the_simulator(tmp_path):
                      site=site, modality=modality, organs=ORGANS, spacing=8.0, size=48, progress=False)
     job = build_job(tmp_path / "job", {"method": "gin", "num_rounds": 2, "classes": ORGANS,
                                        "data_root": str(tmp_path / "data"), "channels": [8, 16, 32],
-                                       "strides": [2, 2], "local_steps": 2, "size_px": [48, 48]})
+                                       "strides": [2, 2], "local_steps": 2, "size_px": [48, 48],
+                                       "spacing_mm": [8.0, 8.0]})
     res = run_simulator(job, tmp_path / "ws", list(sites), echo=None, timeout=480)  # raises on Traceback
 
     for key in ("global_model", "best_model", "cross_site"):
@@ -53,7 +54,15 @@ def test_two_sites_two_rounds_in_the_simulator(tmp_path):
         assert sent == {"train": 2, "submit_model": 1, "validate": 4}, sent
     log = (tmp_path / "ws" / "site-ct" / "log.txt").read_text()
     assert "round 2/2" in log and "Traceback" not in log
-    # the global model file is usable by the engine's evaluation (classes come from the job config beside it)
+    # the global model file carries what prediction needs, even copied away from its job
+    alone = tmp_path / "elsewhere" / "FL_global_model.pt"
+    alone.parent.mkdir()
+    alone.write_bytes(res["global_model"].read_bytes())
+    from fedgin.predict import Predictor
+
+    p = Predictor(alone, device="cpu")
+    assert (p.classes, p.size, p.spacing, p.clip) == (ORGANS, 48, 8.0, [0.5, 99.5])
+    # the global model file is usable by the engine's evaluation
     out = evaluate(res["global_model"], [tmp_path / "data" / s / "datalist.json" for s in sites], "test",
                    progress=False)
     assert {c["modality"] for c in out["cases"]} == {"ct", "mri"}

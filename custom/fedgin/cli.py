@@ -138,6 +138,17 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from fedgin.predict import predict_files
+
+    results = predict_files(a.model, a.input, a.output, modality=a.modality, device=a.device, overlay=a.overlay)
+    for r in results:
+        found = ", ".join(f"{c} {n}" for c, n in r["voxels"].items())
+        print(f"{r['output']}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else ""))
+    print(f"{len(results)} label map(s) in {a.output} (summary: {Path(a.output) / 'predictions.json'})")
+    return 0
+
+
 def _cmd_job(a: argparse.Namespace) -> int:
     from fedgin.flare.job import build_job, task_from_sites
 
@@ -302,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="JSON file for per-case results (top-level mean_dice)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("predict", help="segment NIfTI volumes with a model file; label maps in the inputs' geometry")
+    s.add_argument("--model", required=True, help="model file (fedgin train, or FL_global_model.pt / best_...)")
+    s.add_argument("--input", required=True, help="a .nii/.nii.gz volume or a folder of them")
+    s.add_argument("--output", required=True, help="folder for <name>_seg.nii.gz and predictions.json")
+    s.add_argument("--modality", choices=["ct", "mri"], help="needed only by DSBN models")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (a few slices)")
+    s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")

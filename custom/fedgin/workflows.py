@@ -18,6 +18,19 @@ from fedgin.engine.checkpoint import ModelFileError
 __all__ = ["train", "evaluate", "model_meta", "format_dice_table"]
 
 
+def clip_percentiles_of(datalist: dict) -> list[float] | None:
+    """The z-score clip a datalist was prepared with (``clip_percentiles``; older datalists: read from the
+    ``normalization`` text; prepare's default (0.5, 99.5) when neither says)."""
+    if "clip_percentiles" in datalist:
+        return datalist["clip_percentiles"]
+    import re
+
+    m = re.search(r"clip to the volume's ([\d.]+)-([\d.]+) percentiles", datalist.get("normalization", ""))
+    if m:
+        return [float(m.group(1)), float(m.group(2))]
+    return None if datalist.get("normalization", "").startswith("per-volume z-score: subtract") else [0.5, 99.5]
+
+
 def model_meta(engine: Engine, datalists: Sequence[dict], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a model file must carry so that evaluation and prediction need no training configuration."""
     first = datalists[0]
@@ -27,6 +40,7 @@ def model_meta(engine: Engine, datalists: Sequence[dict], extra: dict[str, Any] 
         "size_px": list(first["size_px"]),
         "spacing_mm": list(first.get("spacing_mm", [])),
         "normalization": first.get("normalization", ""),
+        "clip_percentiles": clip_percentiles_of(first),
         "train_config": engine.config.to_dict(),
         "provenance": {"datalists": [d["path"] for d in datalists], **(extra or {})},
     }

@@ -310,6 +310,7 @@ def prepare_site(
             "size_px": [int(size), int(size)],
             "z_rule": Z_RULE,
             "normalization": normalization_text(clip_percentiles),
+            "clip_percentiles": list(clip_percentiles) if clip_percentiles is not None else None,
             "seed": int(seed),
             **({"layout_options": _json_safe(options)} if options else {}),
             **{split: [] for split in SPLITS},

@@ -52,6 +52,7 @@ __all__ = [
     "normalization_text",
     "to_slices",
     "PreprocessedCase",
+    "preprocess_image",
     "preprocess_case",
 ]
 
@@ -226,6 +227,28 @@ class PreprocessedCase:
     spacing: tuple[float, float, float]
 
 
+def preprocess_image(
+    image: np.ndarray,
+    affine: np.ndarray,
+    *,
+    spacing: float = 1.5,
+    size: int = 256,
+    clip_percentiles: Sequence[float] | None = (0.5, 99.5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spacing rule -> linear resample -> centre pad/crop (volume minimum) -> z-score of the field of view.
+
+    Returns:
+        (float32 RAS volume (size, size, Z'), its 4x4 affine): the grid the model sees, for training and prediction.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected a 3-D image, got shape {image.shape}")
+    target = target_spacing(voxel_spacing(affine), spacing)
+    img_r, aff_r = resample(np.asarray(image, dtype=np.float32), affine, target, order=1)
+    _, dst, _ = pad_crop_plan(img_r.shape, size)
+    img_p, aff_p = center_pad_crop(img_r, aff_r, size, pad_value=float(img_r.min()))
+    return zscore(img_p, clip_percentiles, stats_region=dst), aff_p
+
+
 def preprocess_case(
     image: np.ndarray,
     label: np.ndarray,
@@ -235,16 +258,11 @@ def preprocess_case(
     size: int = 256,
     clip_percentiles: Sequence[float] | None = (0.5, 99.5),
 ) -> PreprocessedCase:
-    """Spacing rule -> resample (linear image, nearest label) -> centre pad/crop -> z-score, all in RAS voxel order."""
+    """``preprocess_image`` plus the label on the same grid (nearest neighbour, padded with 0), in RAS voxel order."""
     if image.shape != label.shape or image.ndim != 3:
         raise ValueError(f"image {image.shape} and label {label.shape} must be 3-D and of the same shape")
-    target = target_spacing(voxel_spacing(affine), spacing)
-    img = np.asarray(image, dtype=np.float32)
-    img_r, aff_r = resample(img, affine, target, order=1)
-    lbl_r, _ = resample(np.asarray(label, dtype=np.uint8), affine, target, order=0)
-    _, dst, _ = pad_crop_plan(img_r.shape, size)
-    img_p, aff_p = center_pad_crop(img_r, aff_r, size, pad_value=float(img_r.min()))
-    del img_r
+    img_n, aff_p = preprocess_image(image, affine, spacing=spacing, size=size, clip_percentiles=clip_percentiles)
+    lbl_r, aff_r = resample(np.asarray(label, dtype=np.uint8), affine, target_spacing(voxel_spacing(affine), spacing),
+                            order=0)
     lbl_p, _ = center_pad_crop(lbl_r, aff_r, size, pad_value=0)
-    img_n = zscore(img_p, clip_percentiles, stats_region=dst)
     return PreprocessedCase(image=img_n, label=lbl_p, affine=aff_p, spacing=tuple(float(s) for s in voxel_spacing(aff_p)))

@@ -168,14 +168,17 @@ def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = Non
 
 
 def task_from_datalists(paths: list[Path], values: dict) -> dict:
-    """Set ``classes``, ``size_px`` and ``spacing_mm`` of ``values`` from these datalists (which must agree with
+    """Set ``classes``, ``size_px``, ``spacing_mm`` and ``clip_percentiles`` of ``values`` from these datalists (which must agree with
     each other and with values already set)."""
     from fedgin.data.datalist import load_datalist, task_labels
 
     found = {}
     for path in paths:
         d = load_datalist(path)
-        task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"])}
+        from fedgin.workflows import clip_percentiles_of
+
+        task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"]),
+                "clip_percentiles": clip_percentiles_of(d)}
         for key, value in task.items():
             if key in found and found[key][0] != value:
                 raise ValueError(f"{path}: {key} {value} differs from {found[key][0]} in {found[key][1]}")

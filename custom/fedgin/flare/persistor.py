@@ -46,12 +46,16 @@ class RoundPersistor(PTFileModelPersistor):
     Args:
         resume_from: model file to start from ("" = the model's fresh initialisation); a relative path is in the
             job's ``app/config/`` folder (where ``fedgin job --resume-from`` puts it).
+        meta: what prediction needs (``classes``, ``model_config``, ``size_px``, ``spacing_mm``,
+            ``clip_percentiles``), written into every model file with ``format`` = ``fedgin-model/1`` so that
+            ``fedgin predict``/``evaluate`` read the file alone.
         **kwargs: ``PTFileModelPersistor`` arguments (``model``, file names, ...).
     """
 
-    def __init__(self, resume_from: str = "", **kwargs) -> None:
+    def __init__(self, resume_from: str = "", meta: dict[str, Any] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.resume_from = str(resume_from or "")
+        self.meta = dict(meta or {})
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         if self.resume_from and not self.source_ckpt_file_full_name:
@@ -75,4 +79,8 @@ class RoundPersistor(PTFileModelPersistor):
         rnd = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         manager.other_props[ROUND_KEY] = {"round": int(rnd) if rnd is not None else -1,
                                           "job_id": str(fl_ctx.get_job_id())}
+        if self.meta:
+            from fedgin.engine.checkpoint import MODEL_FORMAT
+
+            manager.other_props.update({"format": MODEL_FORMAT, **self.meta})
         self.save_model_file(self._ckpt_save_path)

@@ -1,0 +1,53 @@
+"""PNG pictures a user looks at rather than reads: prediction overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedgin.data.nifti import read_nifti_ras, voxel_spacing
+
+__all__ = ["overlay_png", "CLASS_COLORS"]
+
+CLASS_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+
+
+def overlay_png(image: str | Path, labels: str | Path, output: str | Path, classes: list[str],
+                slices: int = 4) -> Path:
+    """A row of axial slices of ``image`` (RAS, radiological display: patient left on the right) with the label
+    map ``labels`` (same grid) drawn over it; the slices with the most foreground, spread over the volume."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    vol = read_nifti_ras(image, dtype=np.float32)
+    img = vol.data
+    sx, sy = (float(v) for v in voxel_spacing(vol.affine)[:2])
+    lbl = read_nifti_ras(labels).data.astype(np.int16)
+    if img.shape != lbl.shape:
+        raise ValueError(f"{labels}: shape {lbl.shape} differs from {image} {img.shape}")
+    area = (lbl > 0).sum(axis=(0, 1))
+    candidates = np.flatnonzero(area) if area.any() else np.arange(img.shape[2])
+    picks = np.unique(candidates[np.linspace(0, len(candidates) - 1, min(slices, len(candidates))).round().astype(int)])
+    lo, hi = np.percentile(img, [1, 99])
+    cmap = ListedColormap(CLASS_COLORS[: max(1, len(classes))])
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6), squeeze=False)
+    for ax, z in zip(axes[0], picks):
+        # RAS array (x: R→, y: A→): display with anterior up and patient right on the viewer's left
+        ax.imshow(np.flipud(np.fliplr(img[:, :, z].T)), cmap="gray", vmin=lo, vmax=hi, aspect=sy / sx)
+        seg = np.flipud(np.fliplr(lbl[:, :, z].T)).astype(float)
+        ax.imshow(np.ma.masked_where(seg == 0, seg - 1), cmap=cmap, vmin=0, vmax=max(1, len(classes)) - 1,
+                  alpha=0.45, interpolation="nearest", aspect=sy / sx)
+        ax.set_title(f"slice {z}", fontsize=9)
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[i % len(CLASS_COLORS)]) for i in range(len(classes))]
+    fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
+    fig.suptitle(Path(image).name, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    out = Path(output)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
