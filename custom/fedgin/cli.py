@@ -149,6 +149,23 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(a: argparse.Namespace) -> int:
+    from fedgin.methods import get_method
+    from fedgin.preview import phantom_slices, preview_png, slices_from_datalist, slices_from_nifti
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)  # an unknown method fails before any work
+    slices = [slices_from_datalist(d, a.case) for d in a.data or []]
+    slices += [slices_from_nifti(f, a.spacing, a.size) for f in a.input or []]
+    if not slices:
+        print("no --data or --input: a phantom CT and a phantom MRI slice")
+        slices = phantom_slices(seed=a.seed)
+    out = preview_png(slices, methods, a.views, a.output, seed=a.seed)
+    print(f"{len(slices)} slice(s) x {len(methods)} method(s) x {a.views} views: {out}")
+    return 0
+
+
 def _cmd_job(a: argparse.Namespace) -> int:
     from fedgin.flare.job import build_job, task_from_sites
 
@@ -322,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (a few slices)")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("preview", help="PNG grid: a slice and its augmented views per method (the paper's Fig. 2)")
+    s.add_argument("--output", default="runs/preview.png")
+    s.add_argument("--methods", default="gin", help="comma-separated methods (e.g. gin,rc,prorandconv,raffesdg)")
+    s.add_argument("--views", type=int, default=5)
+    s.add_argument("--data", action="append", help="a prepared site's datalist.json (repeatable)")
+    s.add_argument("--case", help="case of --data (default: the first)")
+    s.add_argument("--input", action="append", help="a NIfTI volume (repeatable), preprocessed with --spacing/--size")
+    s.add_argument("--spacing", type=float, default=1.5)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_preview)
 
     s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")
