@@ -34,6 +34,12 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     fedbn = json.loads((out / "runs" / "federated__fedbn" / "result.json").read_text())
     assert fedbn["model"] == "local models" and {c["site"] for c in fedbn["cases"]} == {"site-ct", "site-mri"}
     assert set(fedbn["summary"]["per_modality"]) == {"ct", "mri"} and "n/a" not in table
+    from fedgin.curves import run_curves
+
+    assert (out / "curves.png").stat().st_size > 10_000  # training curves read back from the TensorBoard events
+    fed = run_curves(out / "runs" / "federated__none")
+    assert fed["dice"][0].tolist() == [1.0] and 0 <= fed["dice"][1][0] <= 1  # 1 round: the global model's Dice
+    assert len(run_curves(out / "runs" / "centralized__none")["loss"][0]) > 1
     # an interrupted grid resumes: finished cells are kept, a missing one is redone
     (out / "runs" / "centralized__none" / "result.json").unlink()
     capsys.readouterr()

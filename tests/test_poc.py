@@ -100,18 +100,20 @@ def test_poc_federation_end_to_end_and_a_site_dying_mid_run(tmp_path):
             sent = check_outgoing(poc.kit(site) / job_a / "outgoing_audit.jsonl", datalists[site], shapes)
             assert sent["train"] == 2 and sent["submit_model"] == 1 and sent["validate"] >= 3, (site, sent)
 
-        # 2. site-mri2's host dies during round 1; the others still meet min_clients = 2
+        # 2. site-mri2's host dies once its round-0 update has arrived, before round 1 (NVFlare 2.9 fails the whole
+        # job when a site dies while the server is still pulling its update: that case is for resume); the others
+        # still meet min_clients = 2
         job_b = poc.submit(build_job(tmp_path / "job_b", {**TINY, "num_rounds": 5, "min_clients": 2},
                                      code="site"))
         server_log = poc.kit(state["server"]) / job_b / "log.txt"
-        _wait_for(server_log, "Round 1 started.")
+        _wait_for(server_log, "Contribution from site-mri2 ACCEPTED by the aggregator at round 0.")
         assert _kill_site(poc, "site-mri2")
         assert poc.wait(job_b, timeout=400) == "COMPLETED"
         res = poc.download(job_b, tmp_path / "out")
         log = res["log"].read_text()
         for rnd in range(5):
             assert f"Round {rnd} finished." in log
-        for rnd in (3, 4):  # after the crash only the two live sites contribute
+        for rnd in (1, 2, 3, 4):  # after the crash only the two live sites contribute
             assert f"Contribution from site-ct ACCEPTED by the aggregator at round {rnd}." in log
             assert f"Contribution from site-mri ACCEPTED by the aggregator at round {rnd}." in log
             assert f"Contribution from site-mri2 ACCEPTED by the aggregator at round {rnd}." not in log

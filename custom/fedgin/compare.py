@@ -114,7 +114,8 @@ def _check_grid_params(output: Path, params: dict[str, Any]) -> None:
 
 
 def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[str, Any]] | None = None) -> Path:
-    """dice.csv, table.md, ratios.csv and dice.png from the cells' results (default: their result.json files)."""
+    """dice.csv, table.md, ratios.csv, dice.png and curves.png (training curves of ``output/runs/*``, when there)
+    from the cells' results (default: their result.json files)."""
     results = results if results is not None else load_results(output, cells)
     classes = results[0]["classes"]
     with open(output / "dice.csv", "w", newline="") as f:
@@ -154,6 +155,11 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
                 c = means[("centralized", m)]
                 w.writerow([m, f"{v:.4f}", f"{c:.4f}", f"{v / c:.3f}" if c else "n/a"])
     _plot(output / "dice.png", results, values, cols)
+    from fedgin.curves import curves_png
+
+    runs = {f"{s}__{m}": output / "runs" / f"{s}__{m}" for s, m in cells}
+    curves_png({k: v for k, v in runs.items() if v.is_dir()}, output / "curves.png",
+               "training curves (from the runs' TensorBoard events)")
     print((output / "table.md").read_text())
     return output
 

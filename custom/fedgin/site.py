@@ -6,6 +6,7 @@ the round logic is the same engine code that ``fedgin train`` runs, and it is te
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,8 @@ __all__ = ["Site", "RoundResult"]
 
 
 class RoundResult(dict):
-    """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...}}``.
+    """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...},
+    "validation_seconds": float}``.
 
     ``weights`` holds only what the site sends (``Site.sent_keys``).
     """
@@ -117,7 +119,9 @@ class Site:
         self.load(global_weights)
         if self.engine.adversary is not None:
             self.engine.adversary.set_reference(global_weights)
+        t0 = time.perf_counter()
         global_val = self.validate() if validate_global else {"mean_dice": float("nan"), "loss": float("nan")}
+        validation_seconds = time.perf_counter() - t0
         self.engine.step_scheduler(global_val["loss"])
         if steps:
             stats: TrainStats = self.engine.train_steps(self.train_set, steps, should_stop)
@@ -128,6 +132,7 @@ class Site:
             num_samples=self.num_train_samples,
             stats=stats,
             global_val=global_val,
+            validation_seconds=validation_seconds,
         )
 
     @staticmethod

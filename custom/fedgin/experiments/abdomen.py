@@ -102,6 +102,10 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
                           cfg.settings, cfg.rounds, cfg.channels, cfg.seed, cfg.test_input,
                           tests=[data["test-ct"], data["test-mri"]], report=False)
         per_organ[organ] = load_results(folder, cells)
+        from fedgin.curves import curves_png
+
+        curves_png({f"{s}__{m}": folder / "runs" / f"{s}__{m}" for s, m in cells}, out / f"curves_{organ}.png",
+                   f"{organ}: training curves")
     merged = [merge_binary_results({organ: per_organ[organ][i] for organ in cfg.organs}) for i in range(len(cells))]
     for (setting, method), m in zip(cells, merged):
         m["setting"], m["method"] = setting, method

@@ -112,6 +112,10 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
         results.append(res)
         print(f"      held-out test Dice {fmt(res['summary']['mean_dice'])} in {res['seconds']:.0f} s")
     _report(out, cfg, results, partition, data)
+    from fedgin.curves import curves_png
+
+    curves_png({r["label"]: out / "runs" / r["label"].replace(" ", "__") for r in results}, out / "curves.png",
+               "training curves (federated: validation Dice of the global model at the training sites)")
     (out / "experiment.json").write_text(json.dumps({
         "config": asdict(cfg), "sources": {n: s.description or str(s.path) for n, s in sources.items()},
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}, indent=1))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,7 @@ class FedGINExecutor(Executor):
         return dxo.data
 
     def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        t_task = time.perf_counter()
         rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
         num = shareable.get_header(AppConstants.NUM_ROUNDS)
         total = self.start_round + int(num) if num is not None else "?"
@@ -226,6 +228,9 @@ class FedGINExecutor(Executor):
         diff = self.site.weight_diff(res["weights"], global_weights)
         reply = train_result(diff, res["num_samples"], gval["mean_dice"])
         reply.set_header(AppConstants.CURRENT_ROUND, rnd)
+        self.log_info(fl_ctx, f"round {rnd + 1} task done in {time.perf_counter() - t_task:.2f} s "
+                              f"(validation of the global model {res['validation_seconds']:.2f} s, "
+                              f"training {stats.seconds:.2f} s)")
         return reply
 
     def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:

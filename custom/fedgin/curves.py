@@ -1,0 +1,98 @@
+"""Training curves of finished runs, read back from their TensorBoard event files, as one PNG.
+
+A run folder (a ``cell`` of ``compare`` or of an experiment) holds either ``train/tb/`` (local and centralized
+training: ``val/dice`` and ``train/loss`` per evaluation chunk) or ``workspace/server/simulate_job/tb_events/<site>/``
+(a federation: per round, each site's validation Dice of the incoming global model and its training loss, averaged
+here over the sites). Every run is drawn against the fraction of its budget done (rounds or epochs; all runs of a
+grid have the same budget), so local, centralized and federated runs share one axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_scalars", "run_curves", "curves_png"]
+
+TAGS = {"dice": ("val/dice", "val_dice_global_model"), "loss": ("train/loss", "train_loss")}
+
+
+def read_scalars(event_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{tag: (steps, values)} of every scalar in the event files of ``event_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags().get("scalars", []):
+        events = acc.Scalars(tag)
+        out[tag] = (np.array([e.step for e in events], float), np.array([e.value for e in events], float))
+    return out
+
+
+def smooth(values: np.ndarray, points: int = 50) -> np.ndarray:
+    """Moving average over ``len / points`` values for long (per-step) series; short ones are returned as they are."""
+    w = len(values) // points
+    if w < 2:
+        return values
+    padded = np.concatenate([np.full(w - 1, values[0]), values])
+    return np.convolve(padded, np.ones(w) / w, mode="valid")
+
+
+def run_curves(cell: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"dice"|"loss": (fraction of the budget in (0, 1], value)} of one run folder; empty when it has no events."""
+    cell = Path(cell)
+    sources = [cell / "train" / "tb"] if (cell / "train" / "tb").is_dir() else sorted(
+        (cell / "workspace" / "server" / "simulate_job" / "tb_events").glob("*"))
+    series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"dice": [], "loss": []}
+    for src in sources:
+        scalars = read_scalars(src)
+        for key, tags in TAGS.items():
+            for tag in tags:
+                if tag in scalars and len(scalars[tag][0]):
+                    series[key].append(scalars[tag])
+    out = {}
+    for key, parts in series.items():
+        if not parts:
+            continue
+        steps = np.unique(np.concatenate([s for s, _ in parts]))
+        values = np.array([np.nanmean([v[s == x][0] for s, v in parts if (s == x).any()]) for x in steps])
+        # federated steps are rounds 0..R-1 (the Dice of the global model that starts round r); training steps end
+        # at the budget: both map onto (0, 1]
+        frac = (steps + 1) / (steps.max() + 1) if cell.joinpath("workspace").is_dir() else steps / steps.max()
+        out[key] = (frac, smooth(values))
+    return out
+
+
+def curves_png(cells: dict[str, str | Path], output: str | Path, title: str = "") -> Path | None:
+    """Validation Dice and training loss of several runs ({label: run folder}); None when none has events."""
+    curves = {label: run_curves(path) for label, path in cells.items()}
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, c in curves.items():
+        style = "-" if label.startswith("federated") else ("--" if label.startswith("centralized") else ":")
+        for ax, key in zip(axes, ("dice", "loss")):
+            if key in c:
+                ax.plot(*c[key], style, marker="." if len(c[key][0]) < 30 else None, label=label)
+    axes[0].set_ylabel("validation Dice (federated: global model at the sites)")
+    axes[1].set_ylabel("training loss")
+    for ax in axes:
+        ax.set_xlabel("fraction of the training budget (rounds = epochs)")
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(output)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
