@@ -18,13 +18,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import fedgin
 from fedgin.flare.executor import SITE_CONFIG_FILE
+from fedgin.flare.simulate import nvflare_command, threads_per_process
 
 __all__ = ["Poc", "PocError", "default_project", "default_workspace"]
 
@@ -78,19 +78,17 @@ class Poc:
         return env
 
     def _threads_env(self, sites: int) -> dict[str, str]:
-        """This POC's environment with ``OMP_NUM_THREADS`` = the site's share of the CPU cores (unless set): every
-        site of a workstation POC trains at once, and one OpenMP thread per core each would oversubscribe it."""
+        """This POC's environment with ``OMP_NUM_THREADS`` = each site's share of the cores (unless set): every site
+        of a workstation POC trains at once."""
         env = self.env
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, sites))))
+        env.setdefault("OMP_NUM_THREADS", threads_per_process(sites))
         return env
 
     def nvflare(self, *args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> str:
         """Run ``nvflare ARGS`` with this POC's environment; returns its output (stdout + stderr)."""
-        exe = shutil.which("nvflare")
-        cmd = ([exe] if exe else [sys.executable, "-m", "nvflare.cli"]) + list(args)
         try:
-            p = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
+            p = subprocess.run(nvflare_command(*args), env=env or self.env, capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
             raise PocError(f"`nvflare {' '.join(args)}` did not finish in {timeout:.0f} s") from e
         out = p.stdout + p.stderr
@@ -190,9 +188,7 @@ class Poc:
             PocError: the job did not complete (failed, aborted or still running after ``timeout``).
         """
         self.echo(f"POC: waiting for job {job_id} (at most {timeout:.0f} s)")
-        exe = shutil.which("nvflare")
-        cmd = ([exe] if exe else [sys.executable, "-m", "nvflare.cli"]) + ["job", "wait", job_id, "--timeout",
-                                                                          str(int(timeout))]
+        cmd = nvflare_command("job", "wait", job_id, "--timeout", str(int(timeout)))
         log = self.kit(self.state()["server"]) / job_id / "log.txt"
         seen = 0
         with subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -15,10 +15,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["SimulationResult", "run_simulator", "find_artifacts", "SimulationError"]
+__all__ = ["SimulationResult", "run_simulator", "find_artifacts", "SimulationError", "nvflare_command",
+           "threads_per_process"]
 
 PROGRESS = re.compile(r"(round \d+/\d+: .*|Round \d+ started\.|cross.?site.*validat.*|validated model of .*|"
                       r"REJECTED update of .*)", re.I)
+
+
+def nvflare_command(*args: str) -> list[str]:
+    """``nvflare ARGS`` as an argv list (the console script, else ``python -m nvflare.cli``)."""
+    exe = shutil.which("nvflare")
+    return ([exe] if exe else [sys.executable, "-m", "nvflare.cli"]) + list(args)
+
+
+def threads_per_process(processes: int) -> str:
+    """``OMP_NUM_THREADS`` for ``processes`` training processes sharing this machine's cores. Without it every
+    process starts one OpenMP thread per core and the oversubscribed threads run ~10x slower."""
+    return str(max(1, (os.cpu_count() or 1) // max(1, processes)))
 
 
 class SimulationError(RuntimeError):
@@ -61,14 +74,10 @@ def run_simulator(
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
     log_path = Path(log_file) if log_file else ws.parent / f"{ws.name}_simulator.log"
-    exe = shutil.which("nvflare")
-    cmd = [exe] if exe else [sys.executable, "-m", "nvflare.cli"]
-    cmd += ["simulator", str(job), "-w", str(ws), "-c", ",".join(clients), "-t", str(threads or len(clients))]
+    cmd = nvflare_command("simulator", str(job), "-w", str(ws), "-c", ",".join(clients), "-t",
+                          str(threads or len(clients)))
     run_env = {**os.environ, **(env or {})}
-    if "OMP_NUM_THREADS" not in run_env:
-        # Parallel clients on one CPU: each client process gets its share of the cores. Without this every
-        # process starts one OpenMP thread per core and the oversubscribed threads run ~10x slower.
-        run_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (threads or len(clients))))
+    run_env.setdefault("OMP_NUM_THREADS", threads_per_process(threads or len(clients)))  # parallel clients
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env)
