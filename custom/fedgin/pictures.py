@@ -8,9 +8,15 @@ import numpy as np
 
 from fedgin.data.nifti import read_nifti_ras, voxel_spacing
 
-__all__ = ["overlay_png", "CLASS_COLORS"]
+__all__ = ["overlay_png", "radiological", "CLASS_COLORS"]
 
 CLASS_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+
+
+def radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial RAS slice (x towards the patient's right, y towards anterior) as displayed in radiology:
+    anterior up, the patient's right on the viewer's left (row 0 at the top, as ``imshow`` draws)."""
+    return np.flipud(np.fliplr(axial.T))
 
 
 def overlay_png(image: str | Path, labels: str | Path, output: str | Path, classes: list[str],
@@ -36,9 +42,8 @@ def overlay_png(image: str | Path, labels: str | Path, output: str | Path, class
     cmap = ListedColormap(CLASS_COLORS[: max(1, len(classes))])
     fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6), squeeze=False)
     for ax, z in zip(axes[0], picks):
-        # RAS array (x: R→, y: A→): display with anterior up and patient right on the viewer's left
-        ax.imshow(np.flipud(np.fliplr(img[:, :, z].T)), cmap="gray", vmin=lo, vmax=hi, aspect=sy / sx)
-        seg = np.flipud(np.fliplr(lbl[:, :, z].T)).astype(float)
+        ax.imshow(radiological(img[:, :, z]), cmap="gray", vmin=lo, vmax=hi, aspect=sy / sx)
+        seg = radiological(lbl[:, :, z]).astype(float)
         ax.imshow(np.ma.masked_where(seg == 0, seg - 1), cmap=cmap, vmin=0, vmax=max(1, len(classes)) - 1,
                   alpha=0.45, interpolation="nearest", aspect=sy / sx)
         ax.set_title(f"slice {z}", fontsize=9)

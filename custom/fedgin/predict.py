@@ -25,6 +25,7 @@ from fedgin.data.nifti import NiftiError, read_nifti_ras
 from fedgin.data.preprocess import preprocess_image, to_slices
 from fedgin.engine import ModelFileError, load_model_file
 from fedgin.engine.norm import set_domain
+from fedgin.engine.trainer import logits_to_labels
 
 __all__ = ["Predictor", "predict_files", "nifti_inputs", "PredictionError"]
 
@@ -108,9 +109,7 @@ class Predictor:
         labels = np.empty(slices.shape, dtype=np.uint8)
         for start in range(0, len(slices), self.batch_size):
             batch = torch.from_numpy(slices[start:start + self.batch_size, None]).to(self.device)
-            logits = self.model(batch).float()
-            pred = (logits[:, 0] > 0) if logits.shape[1] == 1 else logits.argmax(1)
-            labels[start:start + len(batch)] = pred.to(torch.uint8).cpu().numpy()
+            labels[start:start + len(batch)] = logits_to_labels(self.model(batch).float()).cpu().numpy()
             if progress:
                 progress(len(batch))
         grid_labels = np.moveaxis(labels, 0, 2)  # (size, size, Z') RAS, on grid_affine

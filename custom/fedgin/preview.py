@@ -18,6 +18,7 @@ import torch
 
 from fedgin.augment import build_augmentation
 from fedgin.methods import get_method
+from fedgin.pictures import radiological
 
 __all__ = ["Slice", "slices_from_datalist", "slices_from_nifti", "phantom_slices", "augmented_views", "preview_png"]
 
@@ -107,7 +108,7 @@ def preview_png(slices: list[Slice], methods: list[str], views: int, output: str
         for c, img in enumerate(images):
             ax = axes[r][c]
             lo, hi = np.percentile(img, [1, 99])
-            ax.imshow(np.flipud(np.fliplr(img.T)), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            ax.imshow(radiological(img), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

@@ -23,7 +23,7 @@ from fedgin.engine.metrics import dice_per_class, summarise
 from fedgin.engine.model import build_model
 from fedgin.engine.norm import set_domain
 
-__all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device", "consistency_loss"]
+__all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device", "consistency_loss", "logits_to_labels"]
 
 
 def consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
@@ -39,6 +39,13 @@ def consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
     probs = probs.clamp_min(1e-7).reshape(views, -1, *probs.shape[1:])
     mean = probs.mean(0, keepdim=True)
     return (probs * (probs.log() - mean.log())).sum(2).mean()
+
+
+def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (B, C_out, H, W) → label ids (B, H, W) uint8 (sigmoid > 0.5 or argmax)."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return logits.argmax(1).to(torch.uint8)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -223,10 +230,7 @@ class Engine:
             return self.model(images.to(self.device)).float()
 
     def to_labels(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C_out, H, W) → label ids (B, H, W) uint8 (sigmoid > 0.5 or argmax)."""
-        if logits.shape[1] == 1:
-            return (logits[:, 0] > 0).to(torch.uint8)
-        return logits.argmax(1).to(torch.uint8)
+        return logits_to_labels(logits)
 
     def evaluate(self, data: SliceSet, progress: bool = False) -> dict[str, Any]:
         """Per-case, per-class 3D Dice over every case of ``data``, plus the mean loss per slice.
