@@ -63,6 +63,12 @@ class SegUNet(UNet):
         self.test_input = test_input
         self._eval_filter = eval_input_filter(test_input)
 
+    def model_config(self) -> dict:
+        """The ``fedgin.engine.ModelConfig`` values this network was built with (plain JSON)."""
+        return {"channels": list(self.channels), "strides": list(self.strides), "num_res_units": self.num_res_units,
+                "norm": self.norm, "dropout": self.dropout, "domains": list(self.domains),
+                "test_input": self.test_input}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._eval_filter is not None and not self.training:
             x = self._eval_filter(x)

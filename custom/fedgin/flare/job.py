@@ -163,13 +163,14 @@ def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = Non
     paths = [data_root / s / "datalist.json" for s in sites] if sites else sorted(data_root.glob("*/datalist.json"))
     values = task_from_datalists(paths, values)
     if paths:
-        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at {values['spacing_mm']} mm")
+        print(f"task from {data_root}: classes {values['classes']}, {values['size_px']} px at "
+              f"{values['spacing_mm']} mm")
     return values
 
 
 def task_from_datalists(paths: list[Path], values: dict) -> dict:
-    """Set ``classes``, ``size_px``, ``spacing_mm`` and ``clip_percentiles`` of ``values`` from these datalists (which must agree with
-    each other and with values already set)."""
+    """Set ``classes``, ``size_px``, ``spacing_mm`` and ``clip_percentiles`` of ``values`` from these datalists
+    (which must agree with each other and with values already set)."""
     from fedgin.data.datalist import load_datalist, task_labels
 
     found = {}

@@ -46,9 +46,9 @@ class RoundPersistor(PTFileModelPersistor):
     Args:
         resume_from: model file to start from ("" = the model's fresh initialisation); a relative path is in the
             job's ``app/config/`` folder (where ``fedgin job --resume-from`` puts it).
-        meta: what prediction needs (``classes``, ``model_config``, ``size_px``, ``spacing_mm``,
-            ``clip_percentiles``), written into every model file with ``format`` = ``fedgin-model/1`` so that
-            ``fedgin predict``/``evaluate`` read the file alone.
+        meta: what prediction needs besides the network (``classes``, ``size_px``, ``spacing_mm``,
+            ``clip_percentiles``), written into every model file with ``format`` = ``fedgin-model/1`` and the
+            network's own ``model_config`` so that ``fedgin predict``/``evaluate`` read the file alone.
         **kwargs: ``PTFileModelPersistor`` arguments (``model``, file names, ...).
     """
 
@@ -79,8 +79,9 @@ class RoundPersistor(PTFileModelPersistor):
         rnd = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
         manager.other_props[ROUND_KEY] = {"round": int(rnd) if rnd is not None else -1,
                                           "job_id": str(fl_ctx.get_job_id())}
-        if self.meta:
+        if self.meta and hasattr(self.model, "model_config"):
             from fedgin.engine.checkpoint import MODEL_FORMAT
 
-            manager.other_props.update({"format": MODEL_FORMAT, **self.meta})
+            manager.other_props.update({"format": MODEL_FORMAT, **self.meta,
+                                        "model_config": self.model.model_config()})
         self.save_model_file(self._ckpt_save_path)
