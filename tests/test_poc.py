@@ -103,8 +103,11 @@ def test_poc_federation_end_to_end_and_a_site_dying_mid_run(tmp_path):
         # 2. site-mri2's host dies once its round-0 update has arrived, before round 1 (NVFlare 2.9 fails the whole
         # job when a site dies while the server is still pulling its update: that case is for resume); the others
         # still meet min_clients = 2
-        job_b = poc.submit(build_job(tmp_path / "job_b", {**TINY, "num_rounds": 5, "min_clients": 2},
-                                     code="site"))
+        # wait_time_after_min_received: while it lives, site-mri2 is heard in every round even when it answers
+        # last (with 0 its round-0 update could come after the other two and be ignored, and this test would wait
+        # for it in vain)
+        job_b = poc.submit(build_job(tmp_path / "job_b", {**TINY, "num_rounds": 5, "min_clients": 2,
+                                                          "wait_time_after_min_received": 10}, code="site"))
         server_log = poc.kit(state["server"]) / job_b / "log.txt"
         _wait_for(server_log, "Contribution from site-mri2 ACCEPTED by the aggregator at round 0.")
         assert _kill_site(poc, "site-mri2")

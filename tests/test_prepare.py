@@ -237,7 +237,7 @@ def test_meta_split_and_modality_filter(tmp_path):
     })
     (root / "meta.csv").write_text(
         "image_id;split;modality;age\ns0001;val;ct;50\ns0002;train;ct;60\ns0003;test;ct;70\n"
-        "s0004;train;mri;40\ns0005;test;mri;41\ns9999;train;ct;1\n"
+        "s0004;train;mri;40\ns0005;test;mri;41\n"
     )
     d = load_datalist(prepare_site(layout="totalseg", input_dir=root, output_dir=tmp_path / "ct", site="a",
                                    modality="ct", organs=["spleen"], size=16, progress=False))

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
+from fedgin.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
+                            nonnegative_int, positive_float, positive_int, set_item, set_values)
+
 DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 TEST_INPUT_CHOICES = ["raw", "reference", "freesdg-hfc", "raffesdg-butterworth"]
+NONFINITE_HELP = ("what to do with NaN/Inf voxels in a scan: error (default: refuse, naming the file, the count and "
+                  "where) or repair (NaN/-Inf -> the volume's minimum, +Inf -> its maximum, with a warning)")
 TEST_INPUT_HELP = ("network input at test time: raw slice (default), 'reference' = the method's reference pipeline "
                    "filter (fmaug: freesdg-hfc, raffesdg: raffesdg-butterworth, others raw), or a filter by name")
 
@@ -27,6 +33,14 @@ def layout_names() -> list[str]:
     return list(LAYOUTS)
 
 
+def _names(text: str, option: str) -> list[str]:
+    """A comma-separated list option; empty is an error (a run over nothing does no work)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise OptionError(f"{option}: give at least one name, got {text!r}")
+    return names
+
+
 def _organs(text: str) -> list[str]:
     organs = [o.strip() for o in text.split(",") if o.strip()]
     if not organs:
@@ -34,14 +48,21 @@ def _organs(text: str) -> list[str]:
     return organs
 
 
-def _json_value(text: str):
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+#: argparse type of every slice size option
+size_px = bounded_int(1, MAX_SIZE_PX, " pixels (a larger slice does not fit in memory)")
+
+
+def _read_json_file(path: str, option: str):
+    """A JSON file given on the command line, with errors naming the option and the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"{option} {p}: no such file")
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionError(f"{option} {p}: cannot read: {e}") from e
+    except json.JSONDecodeError as e:
+        raise OptionError(f"{option} {p}: not valid JSON ({e})") from e
 
 
 def _cmd_phantom(a: argparse.Namespace) -> int:
@@ -83,17 +104,23 @@ def _cmd_prepare(a: argparse.Namespace) -> int:
     path = prepare_site(layout=a.layout, input_dir=a.input, output_dir=a.output, site=a.site, modality=a.modality,
                         organs=a.organs, spacing=a.spacing, size=a.size, seed=a.seed,
                         val_fraction=a.val_fraction, test_fraction=a.test_fraction,
-                        layout_options=_prepare_layout_options(a))
+                        layout_options=_prepare_layout_options(a), nonfinite=a.nonfinite,
+                        skip_bad_cases=a.skip_bad_cases)
     d = json.loads(Path(path).read_text())
     n = {s: len(d[s]) for s in ("training", "validation", "test")}
     print(f"site {a.site}: {n['training']} training, {n['validation']} validation, {n['test']} test cases -> {path}")
+    for s in d.get("skipped", []):
+        print(f"skipped case {s['case_id']}: {s['reason']}", file=sys.stderr)
     return 0
 
 
 def _train_config(a: argparse.Namespace):
     from fedgin.engine import TrainConfig
 
-    values = json.loads(Path(a.config).read_text()) if a.config else {}
+    values = _read_json_file(a.config, "--config") if a.config else {}
+    if not isinstance(values, dict):
+        raise OptionError(f"--config {a.config}: expected a JSON object of TrainConfig values, got "
+                          f"{type(values).__name__}")
     if a.method is not None:
         values["method"] = a.method
     for key in ("batch_size", "lr", "seed"):
@@ -102,8 +129,11 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
-    from fedgin.methods import model_domains
+    from fedgin.methods import METHODS, model_domains
 
+    source = f"--config {a.config}" if a.config else "options"
+    if values.get("method", "gin") not in METHODS:
+        raise OptionError(f"{source}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
     domains = model_domains(values.get("method", "gin"))
     if domains:
         values.setdefault("model", {}).setdefault("domains", domains)
@@ -111,13 +141,15 @@ def _train_config(a: argparse.Namespace):
         from fedgin.methods import eval_input_for
 
         values.setdefault("model", {})["test_input"] = eval_input_for(values.get("method", "gin"), a.test_input)
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values, source=source)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from fedgin.engine.trainer import resolve_device
     from fedgin.workflows import train
 
     cfg = _train_config(a)
+    resolve_device(a.device)  # a missing GPU fails before the data are read
     res = train(a.data, a.output, cfg, epochs=a.epochs, steps=a.steps, eval_every=a.eval_every, device=a.device)
     best = res["best_val_dice"]
     best_text = f"{best:.4f}" if best > float("-inf") else "n/a (no validation cases)"
@@ -129,35 +161,35 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from fedgin.workflows import evaluate, format_dice_table
 
+    from fedgin.engine.trainer import resolve_device
+    from fedgin.outputs import check_output_file, write_text_atomic
+
+    resolve_device(a.device)
+    if a.output:
+        check_output_file(a.output, "--output")
     res = evaluate(a.model, a.data, a.split, device=a.device)
     print(format_dice_table(res, title=f"3D Dice per case, mean over {a.split} cases ({a.model})"))
     if a.output:
-        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(json.dumps(res, indent=2, default=str))
+        write_text_atomic(a.output, json.dumps(res, indent=2, default=str))
         print(f"per-case results: {a.output}")
     return 0
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from fedgin.predict import predict_files
+    from fedgin.predict import predict_command
 
-    results = predict_files(a.model, a.input, a.output, modality=a.modality, device=a.device, overlay=a.overlay)
-    for r in results:
-        found = ", ".join(f"{c} {n}" for c, n in r["voxels"].items())
-        print(f"{r['output']}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else ""))
-    print(f"{len(results)} label map(s) in {a.output} (summary: {Path(a.output) / 'predictions.json'})")
-    return 0
+    return predict_command(a)
 
 
 def _cmd_preview(a: argparse.Namespace) -> int:
     from fedgin.methods import get_method
     from fedgin.preview import phantom_slices, preview_png, slices_from_datalist, slices_from_nifti
 
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    methods = _names(a.methods, "--methods")
     for m in methods:
         get_method(m)  # an unknown method fails before any work
     slices = [slices_from_datalist(d, a.case) for d in a.data or []]
-    slices += [slices_from_nifti(f, a.spacing, a.size) for f in a.input or []]
+    slices += [slices_from_nifti(f, a.spacing, a.size, nonfinite=a.nonfinite) for f in a.input or []]
     if not slices:
         print("no --data or --input: a phantom CT and a phantom MRI slice")
         slices = phantom_slices(seed=a.seed)
@@ -167,18 +199,30 @@ def _cmd_preview(a: argparse.Namespace) -> int:
 
 
 def _cmd_job(a: argparse.Namespace) -> int:
-    from fedgin.flare.job import build_job, task_from_sites
+    import os
 
-    values = dict(a.set or [])
+    from fedgin.flare.job import build_job, settable_variables, task_from_sites
+
+    values = set_values(a.set, settable_variables(a.template))
     if a.method:
         values["method"] = a.method
-    if a.rounds:
+    if a.rounds is not None:
         values["num_rounds"] = a.rounds
     if a.organs:
         values["classes"] = a.organs
-    if a.data_root:
-        values["data_root"] = str(Path(a.data_root).resolve())
-        values = task_from_sites(Path(a.data_root), values)
+    if "channels" in values and "strides" not in values:
+        values["strides"] = [2] * (len(values["channels"]) - 1)
+    root = a.data_root or values.get("data_root") or ""
+    if not root and a.code == "job" and not os.environ.get("FEDGIN_DATA_ROOT"):
+        raise OptionError("--data-root: give the folder holding <site>/datalist.json (or set $FEDGIN_DATA_ROOT); "
+                          "a simulator job needs its sites' data")
+    if root:
+        if not Path(root).is_dir():
+            raise OptionError(f"--data-root {root}: no such folder")
+        if not sorted(Path(root).glob("*/datalist.json")):
+            raise OptionError(f"--data-root {root}: no <site>/datalist.json inside (make them with fedgin prepare)")
+        values["data_root"] = str(Path(root).resolve())
+        values = task_from_sites(Path(root), values)
     job = build_job(a.output, values, template=a.template, name=a.name, code=a.code, resume_from=a.resume_from)
     print(f"job written to {job}")
     if a.code == "job":
@@ -197,20 +241,22 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     if a.data_root:
         root = Path(a.data_root)
         datalists = {s: root / s / "datalist.json" for s in ("site-ct", "site-mri")}
+        missing = [str(p) for p in datalists.values() if not p.is_file()]
+        if missing:
+            raise OptionError(f"--data-root {root}: no {', '.join(missing)} (compare needs site-ct and site-mri)")
     else:
         datalists = phantom_sites(out / "phantom_data", a.cases, _organs(a.organs), a.spacing, a.size, a.seed,
                                   step="phantom data: ")
-    methods = a.methods.split(",") if a.methods else default_methods()
+    methods = _names(a.methods, "--methods") if a.methods is not None else default_methods()
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-    settings = a.settings.split(",")
+    settings = _names(a.settings, "--settings")
     from fedgin.compare import SETTINGS
 
     if set(settings) - set(SETTINGS):
         raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(SETTINGS))}; known: {list(SETTINGS)}")
-    run_grid(datalists, out, methods, settings, a.rounds, [int(c) for c in a.channels.split(",")], a.seed,
-             test_input=a.test_input)
+    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seed, test_input=a.test_input)
     print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
 
@@ -222,20 +268,13 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
 
     config_cls, runner, _, defaults = EXPERIMENTS[a.name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    values = {}
-    for item in a.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set {item!r}: expected KEY=JSON with KEY one of {sorted(fields)}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw  # a bare string
+    template = {**{k: getattr(config_cls(), k) for k in fields}, **defaults}
+    values = check_dataclass_values(config_cls, set_values(a.set, template), "--set")
     for key in ("rounds", "seed"):
         if getattr(a, key) is not None:
             values[key] = getattr(a, key)
-    if a.methods:
-        values["methods"] = a.methods.split(",")
+    if a.methods is not None:
+        values["methods"] = _names(a.methods, "--methods")
     if a.organs:
         if "organs" not in fields:
             raise ValueError(f"--organs: experiment {a.name} has fixed classes")
@@ -267,11 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("phantom", help="write seeded synthetic abdominal CT or MRI cases (TotalSegmentator layout)")
     s.add_argument("--output", required=True, help="folder to write (<case>/ct.nii.gz|mri.nii.gz, segmentations/)")
     s.add_argument("--modality", required=True, choices=["ct", "mri"])
-    s.add_argument("--cases", type=int, required=True, help="number of cases")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--cases", type=positive_int, required=True, help="number of cases")
+    s.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     s.add_argument("--sequence", default="mixed", choices=["mixed", "t1", "t2"], help="MRI weighting (default mixed)")
-    s.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases in the val split")
-    s.add_argument("--test-fraction", type=float, default=0.2, help="fraction of cases in the test split")
+    s.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of cases in the val split")
+    s.add_argument("--test-fraction", type=fraction, default=0.2, help="fraction of cases in the test split")
     s.set_defaults(func=_cmd_phantom)
 
     s = sub.add_parser("prepare", help="preprocess one site's volumes into a slice cache + datalist.json")
@@ -286,11 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--organs", required=True, type=_organs,
                    help="comma-separated class names; one = binary task (abdomen: liver, spleen, kidney_right, "
                         "kidney_left, gallbladder, pancreas, kidneys; heart: myo, la, lv, ra, rv, ao, pa, heart)")
-    s.add_argument("--spacing", type=float, default=1.5, help="in-plane spacing in mm (paper: 1.5)")
-    s.add_argument("--size", type=int, default=256, help="in-plane size in pixels (paper: 256)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the split by case when the dataset defines none")
-    s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--spacing", type=positive_float, default=1.5, help="in-plane spacing in mm (paper: 1.5)")
+    s.add_argument("--size", type=size_px, default=256, help="in-plane size in pixels (paper: 256)")
+    s.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the split by case when the dataset defines none")
+    s.add_argument("--val-fraction", type=fraction, default=0.2)
+    s.add_argument("--test-fraction", type=fraction, default=0.2)
     s.add_argument("--amos-split", choices=["test", "dataset", "seeded"],
                    help="amos: test (default: every labelled case is test data, AMOS being the unseen test set), "
                         "dataset (imagesTr -> training, imagesVa -> validation) or seeded")
@@ -303,22 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "<id>_label.nii.gz, auto (default) = folders when images/ exists")
     s.add_argument("--unlisted", choices=["error", "background"],
                    help="generic: a label value missing from --label-map is an error (default) or background")
+    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
+    s.add_argument("--skip-bad-cases", action="store_true",
+                   help="a case that cannot be prepared (missing or unreadable file, bad mask, ...) is named in a "
+                        "warning and recorded under 'skipped' in datalist.json instead of stopping the run")
     s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
     s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s); several are pooled")
     s.add_argument("--method", default=None, choices=method_names(), help="augmentation (default gin)")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--steps", type=int, help="number of optimisation steps")
-    g.add_argument("--epochs", type=int, help="number of epochs over the pooled training slices")
+    g.add_argument("--steps", type=positive_int, help="number of optimisation steps")
+    g.add_argument("--epochs", type=positive_int, help="number of epochs over the pooled training slices")
     s.add_argument("--output", required=True, help="run folder (model.pt, best_model.pt, tb/, history.json)")
     s.add_argument("--config", help="JSON file of fedgin.engine.TrainConfig values")
-    s.add_argument("--batch-size", type=int, help="slices per step (default 8)")
-    s.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
-    s.add_argument("--seed", type=int, help="seed (default 0)")
-    s.add_argument("--channels", type=lambda t: [int(c) for c in t.split(",")],
+    s.add_argument("--batch-size", type=positive_int, help="slices per step (default 8)")
+    s.add_argument("--lr", type=positive_float, help="AdamW learning rate (default 5e-4)")
+    s.add_argument("--seed", type=nonnegative_int, help="seed (default 0)")
+    s.add_argument("--channels", type=int_list,
                    help="U-Net channels per level, e.g. 16,32,64,128 (default 32,64,128,256,512)")
-    s.add_argument("--eval-every", type=int, help="validate every N steps (default: once per epoch)")
+    s.add_argument("--eval-every", type=positive_int, help="validate every N steps (default: once per epoch)")
     s.add_argument("--test-input", choices=TEST_INPUT_CHOICES, help=TEST_INPUT_HELP)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     s.set_defaults(func=_cmd_train)
@@ -338,27 +382,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modality", choices=["ct", "mri"], help="needed only by DSBN models")
     s.add_argument("--device", default="auto")
     s.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (a few slices)")
+    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
+    s.add_argument("--allow-output-in-input", action="store_true",
+                   help="allow --output to be the input folder (inputs are never overwritten, and earlier "
+                        "fedgin outputs found there are not segmented again)")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("preview", help="PNG grid: a slice and its augmented views per method (the paper's Fig. 2)")
     s.add_argument("--output", default="runs/preview.png")
     s.add_argument("--methods", default="gin", help="comma-separated methods (e.g. gin,rc,prorandconv,raffesdg)")
-    s.add_argument("--views", type=int, default=5)
+    s.add_argument("--views", type=bounded_int(1, 32, " views"), default=5)
     s.add_argument("--data", action="append", help="a prepared site's datalist.json (repeatable)")
     s.add_argument("--case", help="case of --data (default: the first)")
     s.add_argument("--input", action="append", help="a NIfTI volume (repeatable), preprocessed with --spacing/--size")
-    s.add_argument("--spacing", type=float, default=1.5)
-    s.add_argument("--size", type=int, default=256)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--spacing", type=positive_float, default=1.5)
+    s.add_argument("--size", type=size_px, default=256)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
+    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
     s.set_defaults(func=_cmd_preview)
 
     s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")
     s.add_argument("--method", choices=method_names(), help="augmentation on every site")
-    s.add_argument("--rounds", type=int, help="federated rounds")
+    s.add_argument("--rounds", type=positive_int, help="federated rounds")
     s.add_argument("--organs", type=_organs, help="classes of the task (must match the sites' datalists)")
     s.add_argument("--data-root", help="folder holding <site>/datalist.json (else $FEDGIN_DATA_ROOT)")
-    s.add_argument("--set", action="append", type=_json_value, metavar="KEY=JSON",
+    s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any job variable, e.g. --set local_epochs=2 --set channels=[32,64,128,256]")
     s.add_argument("--name", help="job name")
     s.add_argument("--template", help="job definition folder (default: jobs/fedgin of this repository)")
@@ -375,14 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", help="folder with site-ct/ and site-mri/ datalists (default: phantom)")
     s.add_argument("--methods", help="comma-separated methods (default: all)")
     s.add_argument("--settings", default="single-ct,single-mri,centralized,federated", help="comma-separated")
-    s.add_argument("--rounds", type=int, default=10,
+    s.add_argument("--rounds", type=positive_int, default=10,
                    help="rounds = epochs of every run (default 10, sized for ~1 h on 2 CPU cores; paper 100)")
-    s.add_argument("--channels", default="16,32,64,128", help="U-Net channels")
-    s.add_argument("--cases", type=int, default=16, help="phantom cases per site")
+    s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128], help="U-Net channels, e.g. 16,32,64,128")
+    s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
+                   default=16, help="phantom cases per site")
     s.add_argument("--organs", default=DEMO_ORGANS, help="phantom task classes")
-    s.add_argument("--spacing", type=float, default=4.0, help="phantom in-plane mm")
-    s.add_argument("--size", type=int, default=96, help="phantom slice size")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--spacing", type=positive_float, default=4.0, help="phantom in-plane mm")
+    s.add_argument("--size", type=size_px, default=96, help="phantom slice size")
+    s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
                    help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
     s.set_defaults(func=_cmd_compare)
@@ -397,11 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", action="append", metavar="NAME=LAYOUT:MODALITY:PATH",
                    help="a real dataset instead of a phantom, e.g. ts-ct=totalseg:ct:/data/TotalSegmentator "
                         "(abdomen: ts-ct, ts-mri, amos-ct, amos-mri; heart: site-ct1, site-ct2, site-mri1, site-mri2)")
-    s.add_argument("--rounds", type=int, help="rounds = epochs of every run")
+    s.add_argument("--rounds", type=positive_int, help="rounds = epochs of every run")
     s.add_argument("--methods", help="comma-separated methods")
     s.add_argument("--organs", help="abdomen: comma-separated organs (one binary model each)")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--set", action="append", metavar="KEY=JSON",
+    s.add_argument("--seed", type=nonnegative_int)
+    s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any field of the experiment's configuration, e.g. --set 'ct_counts=[0,20,40,100]'")
     s.set_defaults(func=_cmd_experiment)
 
@@ -417,13 +467,79 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what a command leaves behind when the environment stops it (Ctrl-C, SIGTERM, a full or read-only disk, memory)
+LEFT_BEHIND = {
+    "phantom": "the cases written before it are complete; re-run the command to write them all",
+    "prepare": "nothing was written: an earlier cache in --output is intact and no temporary folder is left",
+    "train": "the run folder keeps best_model.pt of the best validation so far (model.pt is written at the end); "
+             "training does not resume: re-run it",
+    "evaluate": "no results file was written",
+    "predict": "the label maps finished before it are complete; no partial file is left",
+    "preview": "no picture was written",
+    "job": "no job folder was written",
+    "compare": "finished runs are kept: re-run the same command to resume",
+    "experiment": "finished runs are kept: re-run the same command to resume",
+    "demo": "finished stages are kept: re-run the same command to resume",
+    "poc": "a started POC system may still run: `fedgin poc stop`",
+}
+
+
+#: how PyTorch words an allocation that failed (CUDA and CPU allocators)
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every clean-up of an interrupted step runs."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code: 0 done, 1 done with failures it reported (predict on a folder),
+    2 refused or failed with a one-line error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    import threading
+
     args = build_parser().parse_args(argv)
+    prog = f"fedgin {args.command}"
+    left = LEFT_BEHIND.get(args.command, "")
+
+    def thread_failed(h: threading.ExceptHookArgs) -> None:  # e.g. TensorBoard's writer thread on a full disk
+        text = describe_os_error(h.exc_value) if isinstance(h.exc_value, OSError) else repr(h.exc_value)
+        print(f"{prog}: warning: background thread {h.thread.name if h.thread else ''} failed: {text}",
+              file=sys.stderr)
+
+    from fedgin.outputs import describe_os_error
+
+    hook, threading.excepthook = threading.excepthook, thread_failed
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"fedgin {args.command}: error: {e}", file=sys.stderr)
+        if isinstance(e, RuntimeError) and any(t in str(e).lower() for t in OUT_OF_MEMORY):
+            print(f"{prog}: error: out of memory ({str(e).splitlines()[0]}); {left}", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory (a smaller --size, --batch-size or model fits); {left}",
+              file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{prog}: error: {describe_os_error(e)}; {left}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"\n{prog}: {what}; {left}", file=sys.stderr)
+        return code
+    finally:
+        threading.excepthook = hook
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,25 @@ SITES = {"site-ct": "ct", "site-mri": "mri"}
 
 
 def add_demo_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
-    from fedgin.cli import method_names
+    from fedgin.methods import METHODS
+    from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, positive_float,
+                                positive_int)
 
-    s.add_argument("--method", default="gin", choices=method_names(), help="gin = FedGIN, none = plain FedAvg")
-    s.add_argument("--rounds", type=int, default=30, help="federated rounds (default 30; paper 100)")
-    s.add_argument("--cases", type=int, default=16, help="phantom cases per site (default 16)")
+    s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
+    s.add_argument("--method", default="gin", choices=sorted(METHODS), help="gin = FedGIN, none = plain FedAvg")
+    s.add_argument("--rounds", type=positive_int, default=30, help="federated rounds (default 30; paper 100)")
+    s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
+                   default=16, help="phantom cases per site (default 16)")
     s.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="comma-separated classes")
-    s.add_argument("--spacing", type=float, default=4.0, help="in-plane mm (default 4.0; paper 1.5)")
-    s.add_argument("--size", type=int, default=96, help="in-plane pixels (default 96; paper 256)")
-    s.add_argument("--channels", default="16,32,64,128", help="U-Net channels (default 16,32,64,128)")
-    s.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
-    s.add_argument("--seed", type=int, default=0, help="phantom and training seed")
-    s.add_argument("--threads", type=int, default=2, help="clients run in parallel by the simulator")
+    s.add_argument("--spacing", type=positive_float, default=4.0, help="in-plane mm (default 4.0; paper 1.5)")
+    s.add_argument("--size", type=bounded_int(1, MAX_SIZE_PX, " pixels"), default=96,
+                   help="in-plane pixels (default 96; paper 256)")
+    s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128],
+                   help="U-Net channels (default 16,32,64,128)")
+    s.add_argument("--local-epochs", type=positive_int, default=1, help="local epochs per round (default 1)")
+    s.add_argument("--seed", type=nonnegative_int, default=0, help="phantom and training seed")
+    s.add_argument("--threads", type=bounded_int(1, 64, " threads"), default=2,
+                   help="clients run in parallel by the simulator")
 
 
 def _stage(workdir: Path, name: str, params: dict, build) -> Path:
@@ -76,7 +82,7 @@ def run_demo(a: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     work = Path(a.workdir).resolve()
     organs = [o.strip() for o in a.organs.split(",") if o.strip()]
-    channels = [int(c) for c in a.channels.split(",")]
+    channels = list(a.channels)
     datalists = phantom_sites(work, a.cases, organs, a.spacing, a.size, a.seed)
 
     print(f"[3/4] FedGIN job ({a.method}, {a.rounds} rounds) in nvflare simulator, sites {', '.join(SITES)}")

@@ -7,6 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, port, positive_float, positive_int,
+                            set_item)
+
 __all__ = ["add_poc_parser"]
 
 
@@ -24,6 +27,11 @@ def _datalists(a: argparse.Namespace) -> dict[str, Path]:
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
                 raise ValueError(f"--site {item!r}: expected NAME=PATH_OF_DATALIST_JSON")
+            if name in out:
+                raise ValueError(f"--site {name}: given twice")
+            if Path(path).resolve() in out.values():
+                other = next(k for k, v in out.items() if v == Path(path).resolve())
+                raise ValueError(f"--site {name}: {path} is already the data of {other}; its cases would count twice")
             out[name] = Path(path).resolve()
         return out
     if a.data_root:
@@ -45,9 +53,12 @@ def _build_job(a: argparse.Namespace, datalists: dict[str, str]) -> Path:
 
     if a.job:
         return Path(a.job)
-    values = dict(a.set or [])
+    from fedgin.flare.job import settable_variables
+    from fedgin.options import set_values
+
+    values = set_values(a.set, settable_variables())
     values.update({"method": a.method, "num_rounds": a.rounds, "local_epochs": a.local_epochs})
-    channels = [int(c) for c in a.channels.split(",")]
+    channels = a.channels
     values.update({"channels": channels, "strides": [2] * (len(channels) - 1)})
     values = task_from_datalists([Path(p) for p in datalists.values()], values)
     values["min_clients"] = len(datalists)
@@ -65,7 +76,9 @@ def _print_cross_site(path: Path) -> None:
 
 
 def _cmd_prepare(a):
-    _poc(a).prepare(_datalists(a), project=a.project, port=a.port, heartbeat_timeout=a.heartbeat_timeout)
+    poc = _poc(a)
+    poc.check("prepare")  # before any demo data is made
+    poc.prepare(_datalists(a), project=a.project, port=a.port, heartbeat_timeout=a.heartbeat_timeout)
     print("next: fedgin poc start")
     return 0
 
@@ -100,7 +113,7 @@ def _cmd_download(a):
 
 
 def _cmd_stop(a):
-    _poc(a).stop()
+    _poc(a).stop(timeout=a.timeout)
     return 0
 
 
@@ -115,6 +128,7 @@ def _cmd_run(a):
 
     t0 = time.perf_counter()
     poc = _poc(a)
+    poc.check("prepare")  # before any demo data is made
     datalists = _datalists(a)
     poc.prepare(datalists, project=a.project, port=a.port, heartbeat_timeout=a.heartbeat_timeout)
     job = _build_job(a, {k: str(v) for k, v in datalists.items()})
@@ -138,29 +152,30 @@ def _cmd_run(a):
 
 def _data_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--project", help="project file (default provisioning/project.yml)")
-    s.add_argument("--port", type=int, help="server port instead of the project's (default 8002)")
-    s.add_argument("--heartbeat-timeout", type=float,
+    s.add_argument("--port", type=port, help="server port instead of the project's (default 8002)")
+    s.add_argument("--heartbeat-timeout", type=positive_float,
                    help="seconds after which the server drops a silent (crashed) site (NVFlare default 600)")
     s.add_argument("--site", action="append", metavar="NAME=DATALIST", help="a site's prepared datalist.json")
     s.add_argument("--data-root", help="folder with <site>/datalist.json for every site of the project")
     s.add_argument("--phantom-dir", default="runs/poc_data", help="where demo phantom sites go (no data given)")
-    s.add_argument("--cases", type=int, default=16)
+    s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
+                   default=16)
     s.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right")
-    s.add_argument("--spacing", type=float, default=4.0)
-    s.add_argument("--size", type=int, default=96)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--spacing", type=positive_float, default=4.0)
+    s.add_argument("--size", type=bounded_int(1, MAX_SIZE_PX, " pixels"), default=96)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
 
 
 def _job_args(s: argparse.ArgumentParser) -> None:
-    from fedgin.cli import _json_value, method_names
+    from fedgin.methods import METHODS
 
     s.add_argument("--job", help="a job folder written by `fedgin job --code site` (else one is built)")
     s.add_argument("--job-dir", help="where the built job goes")
-    s.add_argument("--method", default="gin", choices=method_names())
-    s.add_argument("--rounds", type=int, default=30)
-    s.add_argument("--local-epochs", type=int, default=1)
-    s.add_argument("--channels", default="16,32,64,128")
-    s.add_argument("--set", action="append", type=_json_value, metavar="KEY=JSON", help="any job variable")
+    s.add_argument("--method", default="gin", choices=sorted(METHODS))
+    s.add_argument("--rounds", type=positive_int, default=30)
+    s.add_argument("--local-epochs", type=positive_int, default=1)
+    s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128])
+    s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON", help="any job variable")
     s.add_argument("--kit-id", help="submit as this admin (e.g. researcher@hospital-a.example.org); "
                                     "default: the project admin")
 
@@ -175,28 +190,30 @@ def add_poc_parser(sub) -> None:
     _data_args(s)
     s.set_defaults(func=_cmd_prepare)
     s = steps.add_parser("start", help="start the server and the sites")
-    s.add_argument("--timeout", type=float, default=90)
+    s.add_argument("--timeout", type=positive_float, default=90)
     s.set_defaults(func=_cmd_start)
     s = steps.add_parser("submit", help="build (or take) a FedGIN job and submit it; prints the job id")
     _job_args(s)
     s.set_defaults(func=_cmd_submit)
     s = steps.add_parser("wait", help="wait for a job to finish")
     s.add_argument("job_id")
-    s.add_argument("--timeout", type=float, default=3600)
+    s.add_argument("--timeout", type=positive_float, default=3600)
     s.set_defaults(func=_cmd_wait)
     s = steps.add_parser("download", help="download a job's result (global model, cross-site Dice)")
     s.add_argument("job_id")
     s.add_argument("--output", default="runs/poc_results")
     s.set_defaults(func=_cmd_download)
-    s = steps.add_parser("stop", help="stop the server and the sites")
+    s = steps.add_parser("stop", help="stop the server and the sites (only processes of this fedgin workspace)")
+    s.add_argument("--timeout", type=positive_float, default=60,
+                   help="seconds to wait for `nvflare poc stop` before killing what fedgin started")
     s.set_defaults(func=_cmd_stop)
-    s = steps.add_parser("clean", help="remove the POC workspace")
+    s = steps.add_parser("clean", help="remove the POC workspace (only one made by `fedgin poc prepare`)")
     s.set_defaults(func=_cmd_clean)
     s = steps.add_parser("run", help="all steps: prepare, start, submit, wait, download, stop, test Dice")
     _data_args(s)
     _job_args(s)
     s.add_argument("--output", default="runs/poc_results")
-    s.add_argument("--timeout", type=float, default=3600, help="seconds the job may take")
-    s.add_argument("--timeout-start", type=float, default=90)
+    s.add_argument("--timeout", type=positive_float, default=3600, help="seconds the job may take")
+    s.add_argument("--timeout-start", type=positive_float, default=90)
     s.add_argument("--keep-running", action="store_true", help="leave the system running afterwards")
     s.set_defaults(func=_cmd_run)

@@ -6,17 +6,23 @@ Inputs are slices as the network sees them in training (resampled, cropped, z-sc
 preprocessed as ``fedgin prepare`` does), or, by default, from a phantom CT and a phantom MRI case made on the fly.
 Each view is one call of the method's training augmentation with its own seed, on a batch made of the slice and
 its neighbours (frequency methods mix amplitude spectra within a batch); the first image of the output is shown.
+
+Non-finite voxels (NaN, Inf): a NIfTI input is refused or repaired (``nonfinite``, ``fedgin.data.finite``); cached
+slices of a prepared site are refused (the site must be prepared again). The PNG is written through a temporary
+file and a rename, so an error never leaves a partial picture.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedgin.augment import build_augmentation
+from fedgin.data.finite import NonFiniteError, nonfinite_summary
 from fedgin.methods import get_method
 from fedgin.pictures import radiological
 
@@ -50,17 +56,24 @@ def slices_from_datalist(path: str | Path, case: str | None = None) -> Slice:
     if entry is None:
         raise ValueError(f"{path}: no case {case!r}; cases: {[e['case_id'] for e in entries][:10]}")
     root = Path(path).parent
-    image = np.load(root / entry["image"], mmap_mode="r")
+    image = np.asarray(np.load(root / entry["image"], mmap_mode="r"))
     label = np.load(root / entry["label"], mmap_mode="r")
-    return _pick(np.asarray(image), np.asarray(label), f"{dl.get('site', '')} {entry['case_id']} ({entry['modality']})")
+    bad = nonfinite_summary(image)
+    if bad:
+        raise NonFiniteError(f"{root / entry['image']}: the cached slices of case {entry['case_id']} hold non-finite "
+                             f"values: {bad}. Prepare the site again (fedgin prepare refuses or repairs them)")
+    return _pick(image, np.asarray(label), f"{dl.get('site', '')} {entry['case_id']} ({entry['modality']})")
 
 
-def slices_from_nifti(path: str | Path, spacing: float = 1.5, size: int = 256) -> Slice:
-    """The middle axial slice of a NIfTI volume, preprocessed as ``fedgin prepare`` does."""
+def slices_from_nifti(path: str | Path, spacing: float = 1.5, size: int = 256, nonfinite: str = "error") -> Slice:
+    """The middle axial slice of a NIfTI volume, preprocessed as ``fedgin prepare`` does (``spacing`` in mm,
+    ``size`` in pixels); ``nonfinite``: ``error`` refuses NaN/Inf voxels, ``repair`` replaces them
+    (``fedgin.predict.finite_volume``). Stack: (min(4, Z), size, size) float32, Z the axial slices."""
     from fedgin.data.nifti import read_nifti_ras
     from fedgin.data.preprocess import preprocess_image, to_slices
+    from fedgin.predict import finite_volume
 
-    vol = read_nifti_ras(path, dtype=np.float32)
+    vol, _ = finite_volume(read_nifti_ras(path, dtype=np.float32), nonfinite)
     image, _ = preprocess_image(vol.data, vol.affine, spacing=spacing, size=size)
     return _pick(to_slices(image), None, Path(path).name)
 
@@ -117,6 +130,11 @@ def preview_png(slices: list[Slice], methods: list[str], views: int, output: str
     fig.tight_layout()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    tmp = out.with_name(f".{out.name}.partial{out.suffix}")  # same extension: matplotlib picks the format by it
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out

@@ -70,11 +70,29 @@ def train(
     """
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs or steps")
+    for name, value in (("epochs", epochs), ("steps", steps), ("eval_every", eval_every)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}: a run that trains nothing is "
+                             "refused")
+    from fedgin.engine.trainer import resolve_device
+    from fedgin.outputs import check_output_dir
+
+    resolve_device(device)
+    output = check_output_dir(output)
+    dls = [load_datalist(d) for d in datalists]
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(dls, output, config, epochs, steps, eval_every, device, progress)
+    except OSError as e:  # TensorBoard's writer names no file: say which run folder could not be written
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(output)) from e
+
+
+def _train(dls: list[dict], output: Path, config: TrainConfig, epochs: int | None, steps: int | None,
+           eval_every: int | None, device: str, progress: bool) -> dict[str, Any]:
     from torch.utils.tensorboard import SummaryWriter
 
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    dls = [load_datalist(d) for d in datalists]
     train_set = SliceSet(dls, "training")
     val_set = SliceSet(dls, "validation")
     if len(train_set) == 0:

@@ -12,8 +12,11 @@ Rules applied here:
 * Modality from the 4-digit id (the AMOS readme): id < 500 is CT, id >= 500 is MRI. ``list_cases(root, "ct")``
   returns only the CT cases, ``"mri"`` only the MRI ones. The case id is the file stem (``amos_0001``).
 * Every image of ``imagesTr``/``imagesVa`` needs its label of the same name in ``labelsTr``/``labelsVa`` and the
-  other way round; a missing partner, or one id in both parts, is an error naming the file. Names starting with "."
-  are ignored; other files that are not ``amos_<4 digits>.nii[.gz]`` are ignored with a warning.
+  other way round; a missing partner is a listing problem of that case (``SourceCase.problem``: an error naming the
+  file, or skipped by ``prepare_site(skip_bad_cases=True)``); one id in both parts, or twice in one folder, is an
+  error. Names starting with "." are ignored; other files that are not ``amos_<4 digits>.nii[.gz]`` are ignored with
+  a warning. A file that is a dangling symbolic link is listed and refused when read (naming the missing target);
+  a dangling ``dataset.json`` or part folder is an error.
 * Label map (AMOS ids -> our class names)::
 
       spleen 1, kidney_right 2, kidney_left 3, gallbladder 4, liver 6, pancreas 10, kidneys {2, 3}
@@ -53,7 +56,7 @@ from fedgin.data.labelmaps import (
     load_labelled_nifti,
     nifti_stem,
 )
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
 
 __all__ = [
     "AMOS_VALUES",
@@ -103,7 +106,7 @@ def read_dataset_labels(root: Path) -> dict[int, str]:
     """
     path = root / "dataset.json"
     if not path.is_file():
-        raise LayoutError(f"{path}: AMOS dataset.json not found (give the amos22 folder as input)")
+        raise LayoutError(broken_link(path) or f"{path}: AMOS dataset.json not found (give the amos22 folder as input)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -131,10 +134,12 @@ def read_dataset_labels(root: Path) -> dict[int, str]:
 def _nifti_files(folder: Path) -> dict[str, Path]:
     """``{stem: path}`` of the AMOS-named NIfTI files of a folder (others skipped)."""
     out: dict[str, Path] = {}
+    if broken_link(folder):
+        raise LayoutError(broken_link(folder))
     if not folder.is_dir():
         return out
     for p in sorted(folder.iterdir()):
-        if is_hidden(p.name) or not p.is_file():
+        if is_hidden(p.name) or p.is_dir():  # a dangling link is kept: reading it names the missing target
             continue
         stem = nifti_stem(p.name)
         if stem is None or not _NAME.match(stem):
@@ -146,12 +151,15 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
     return out
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """The labelled AMOS cases of one modality, sorted by id, with the split chosen by ``options["split"]``.
 
+    An image without its label (or the reverse) is a case with a ``problem``; with ``strict`` it raises.
+
     Raises:
-        LayoutError: unknown modality or split option, a missing/bad ``dataset.json``, no labelled part, an image
-            without its label (or the reverse), or one id in both ``Tr`` and ``Va``.
+        LayoutError: unknown modality or split option, a missing/bad ``dataset.json``, no labelled part, one id in
+            both ``Tr`` and ``Va``, or (``strict``) a case with a listing problem.
     """
     root = Path(root)
     options = dict(options or {})
@@ -173,17 +181,15 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     for images_dir, labels_dir, part_split in PARTS:
         images = _nifti_files(root / images_dir)
         label_files = _nifti_files(root / labels_dir)
-        for stem, label_path in label_files.items():
+        for stem in sorted(set(images) | set(label_files)):
+            image_path = images.get(stem, root / images_dir / f"{stem}.nii.gz")
+            label_path = label_files.get(stem, root / labels_dir / image_path.name)
+            problem = None
             if stem not in images:
-                raise LayoutError(
-                    f"{label_path}: label without an image (expected {root / images_dir / label_path.name})"
-                )
-        for stem, image_path in images.items():
-            if stem not in label_files:
-                raise LayoutError(
-                    f"{image_path}: no label file {root / labels_dir / image_path.name} "
-                    f"(every {images_dir} image needs one in {labels_dir})"
-                )
+                problem = f"{label_path}: label without an image (expected {image_path})"
+            elif stem not in label_files:
+                problem = (f"{image_path}: no label file {label_path} "
+                           f"(every {images_dir} image needs one in {labels_dir})")
             if stem in seen:
                 raise LayoutError(f"case {stem!r} is in two parts: {seen[stem]} and {image_path}")
             seen[stem] = image_path
@@ -193,12 +199,13 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
             split = {"test": "test", "dataset": part_split, "seeded": None}[split_rule]
             cases.append(SourceCase(
                 case_id=stem, modality=modality, image_path=image_path, folder=image_path.parent, split=split,
-                label_path=label_files[stem], extra={"known_values": known, "dataset_json": root / "dataset.json"},
+                label_path=label_path, extra={"known_values": known, "dataset_json": root / "dataset.json"},
+                problem=problem,
             ))
     n_test = len(_nifti_files(root / "imagesTs"))
     if n_test:
         log.info("%s: %d unlabelled imagesTs cases skipped (AMOS test labels are not public)", root, n_test)
-    return sorted(cases, key=lambda c: c.case_id)
+    return finish_listing(cases, strict)
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:

@@ -7,8 +7,10 @@ Layout (``--input`` is the folder holding ``Train_Sets/``, or ``Train_Sets/`` it
     Train_Sets/MR/<pid>/T1DUAL/DICOM_anon/{InPhase,OutPhase}/*.dcm + Train_Sets/MR/<pid>/T1DUAL/Ground/*.png
 
 CT and MR are different patients. Case ids: ``ct_<pid>`` and ``mr_<pid>_<sequence>`` (e.g. ``mr_1_t2spir``).
-A patient folder without its ``Ground`` folder (the test sets) is skipped with a warning; without its DICOM folder
-it is an error.
+A patient folder without its ``Ground`` folder (the test sets) is skipped with a warning. A patient without its
+DICOM folder, a dangling link as patient, DICOM or ``Ground`` folder is a listing problem of that case
+(``SourceCase.problem``: an error naming the folder, or skipped by ``prepare_site(skip_bad_cases=True)``); a
+dangling ``.dcm`` or ``.png`` link is an error when the case is checked (a slice or mask would be missing).
 
 MR sequence (option ``sequence``): ``t2spir`` (default), ``t1dual-in`` (T1 in-phase) or ``t1dual-out`` (T1
 opposed-phase); T1DUAL's two phases share ``T1DUAL/Ground``. One sequence per site: the default is T2-SPIR
@@ -59,7 +61,7 @@ from fedgin.data.dicom import dicom_files, read_dicom_series
 from fedgin.data.errors import LayoutError
 from fedgin.data.labelmaps import class_values, format_values, is_hidden, merge_label_values
 from fedgin.data.nifti import reorient_to_ras
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
 
 __all__ = [
     "SEQUENCES",
@@ -103,7 +105,12 @@ def natural_key(name: str) -> list:
 def _pngs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p.name) and p.suffix.lower() == ".png")
+    pngs = sorted(p for p in folder.iterdir()
+                  if not is_hidden(p.name) and not p.is_dir() and p.suffix.lower() == ".png")
+    for p in pngs:
+        if broken_link(p):
+            raise LayoutError(f"{broken_link(p)} (a mask of {folder})")
+    return pngs
 
 
 def pair_masks(dicoms: Sequence[Path], pngs: Sequence[Path]) -> dict[Path, Path]:
@@ -173,12 +180,16 @@ def _base(root: Path) -> Path:
     return root / "Train_Sets" if (root / "Train_Sets").is_dir() else root
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """The labelled CHAOS cases of one modality (MR: of the chosen sequence), sorted by case id.
+
+    A patient without its DICOM folder, or with a dangling folder link, makes a case with a ``problem``; with
+    ``strict`` it raises.
 
     Raises:
         LayoutError: unknown option or sequence (or a sequence given for CT), unknown modality, no ``CT``/``MR``
-            folder, or a patient folder without its DICOM folder.
+            folder, or (``strict``) a case with a listing problem.
     """
     root = Path(root)
     options = dict(options or {})
@@ -198,11 +209,10 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     kind = "ct" if modality == "ct" else "mr"
     mod_dir = base / kind.upper()
     if not mod_dir.is_dir():
-        raise LayoutError(
-            f"{mod_dir}: folder not found (CHAOS layout: Train_Sets/CT/<pid>/..., Train_Sets/MR/<pid>/...)"
-        )
+        raise LayoutError(broken_link(mod_dir) or f"{mod_dir}: folder not found (CHAOS layout: "
+                          "Train_Sets/CT/<pid>/..., Train_Sets/MR/<pid>/...)")
     cases = []
-    for patient in sorted(p for p in mod_dir.iterdir() if p.is_dir() and not is_hidden(p.name)):
+    for patient in sorted(p for p in mod_dir.iterdir() if not is_hidden(p.name) and (p.is_dir() or broken_link(p))):
         if kind == "ct":
             seq_dir, dicom_dir, case_id = patient, patient / "DICOM_anon", f"ct_{patient.name}"
         else:
@@ -211,16 +221,21 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
             dicom_dir = seq_dir / "DICOM_anon" / phase if phase else seq_dir / "DICOM_anon"
             case_id = f"mr_{patient.name}_{sequence}"
         ground = seq_dir / "Ground"
-        if not dicom_dir.is_dir():
-            raise LayoutError(f"{dicom_dir}: DICOM folder not found for patient {patient.name}")
-        if not ground.is_dir():
+        problem = None
+        if broken_link(patient):
+            problem = f"{broken_link(patient)} (a patient folder of {mod_dir})"
+        elif not dicom_dir.is_dir():
+            problem = broken_link(dicom_dir) or f"{dicom_dir}: DICOM folder not found for patient {patient.name}"
+        elif broken_link(ground):
+            problem = f"{broken_link(ground)} (the masks of case {case_id})"
+        elif not ground.is_dir():
             log.warning("%s: no Ground folder (unlabelled), case %s skipped", seq_dir, case_id)
             continue
         cases.append(SourceCase(
             case_id=case_id, modality=modality, image_path=dicom_dir, folder=seq_dir, label_path=ground,
-            extra={"kind": kind, "sequence": sequence if kind == "mr" else None},
+            extra={"kind": kind, "sequence": sequence if kind == "mr" else None}, problem=problem,
         ))
-    return sorted(cases, key=lambda c: c.case_id)
+    return finish_listing(cases, strict)
 
 
 def _classes(case: SourceCase) -> Mapping[str, frozenset[int]]:

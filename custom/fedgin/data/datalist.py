@@ -19,6 +19,7 @@
       "normalization": "...",          # text describing the intensity normalisation
       "seed": 0,
       "layout_options": {...},         # only when the layout was given options (e.g. the CHAOS MR sequence)
+      "skipped": [{"case_id", "split", "reason"}, ...],   # only with --skip-bad-cases: cases not prepared, and why
       "training":   [<case>, ...],
       "validation": [<case>, ...],
       "test":       [<case>, ...]
@@ -34,7 +35,8 @@ Each ``<case>``::
       "affine": [[4x4]],                 # RAS voxel (i=x, j=y, k=z) -> world mm of the cached volume
       "source_image": "/abs/.../ct.nii.gz",
       "source_shape": [X, Y, Z], "source_affine": [[4x4]],   # the NIfTI as read, before reorientation
-      "foreground_voxels": {"liver": n, ...}                 # per class, in the cached volume
+      "foreground_voxels": {"liver": n, ...},                # per class, in the cached volume
+      "nonfinite_repaired": {"nan": n, "posinf": n, "neginf": n}   # only when --nonfinite repair changed voxels
     }
 
 With ``affine`` and ``source_affine`` a slice prediction can be stacked back into the cached volume and then
@@ -44,7 +46,7 @@ resampled into the source geometry.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 FORMAT = "fedgin-slices/1"
@@ -60,14 +62,21 @@ class DatalistError(ValueError):
 def load_datalist(path: str | Path) -> dict[str, Any]:
     """Read and validate a datalist JSON written by ``fedgin prepare``.
 
+    Checked: the format tag; the types of ``labels`` (ids 0..K, names unique), ``size_px`` (two positive
+    integers), ``modality`` and each split (a list of case objects); per case ``case_id`` (text, unique across
+    the splits), ``num_slices`` (a positive integer) and ``image``/``label`` (relative paths that stay inside the
+    datalist's folder, no ``..`` and no absolute path, naming files that exist). Symbolic links inside the folder
+    (e.g. ``cases/`` on another disk) are followed.
+
     Args:
         path: the ``datalist.json`` file (or the folder holding it).
 
     Returns:
-        The parsed dict with an extra key ``"root"`` (absolute folder of the datalist, a str).
+        The parsed dict with extra keys ``"root"`` (absolute folder of the datalist) and ``"path"`` (the file).
 
     Raises:
-        DatalistError: missing file, bad JSON, wrong format tag, missing keys, or a case whose cached files are absent.
+        DatalistError: naming the file and the field: missing file, bad JSON, wrong format tag, a missing key or a
+            value of the wrong type, a duplicate case, a path outside the folder, or a missing cached file.
     """
     p = Path(path)
     if p.is_dir():
@@ -76,26 +85,77 @@ def load_datalist(path: str | Path) -> dict[str, Any]:
         raise DatalistError(f"{p}: datalist not found (run `fedgin prepare` first)")
     try:
         data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatalistError(f"{p}: cannot read datalist JSON: {e}") from e
-    if data.get("format") != FORMAT:
-        raise DatalistError(f"{p}: format is {data.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise DatalistError(f"{p}: format is {found!r}, expected {FORMAT!r}")
     for key in ("labels", "size_px", "modality", *SPLITS):
         if key not in data:
             raise DatalistError(f"{p}: missing key {key!r}")
+    _check_header(p, data)
     root = p.parent.resolve()
+    seen: dict[str, str] = {}
     for split in SPLITS:
+        if not isinstance(data[split], list):
+            raise DatalistError(f"{p}: {split} must be a list of cases, got {type(data[split]).__name__}")
         for i, case in enumerate(data[split]):
-            for key in ("case_id", "image", "label", "num_slices"):
-                if key not in case:
-                    raise DatalistError(f"{p}: {split}[{i}] lacks key {key!r}")
-            for key in ("image", "label"):
-                f = root / case[key]
-                if not f.is_file():
-                    raise DatalistError(f"{p}: {split} case {case['case_id']!r}: {key} file {f} is missing")
+            _check_case(p, root, split, i, case)
+            cid = case["case_id"]
+            if cid in seen:
+                raise DatalistError(f"{p}: case {cid!r} is listed twice ({seen[cid]} and {split}[{i}]); each case "
+                                    "may appear once")
+            seen[cid] = f"{split}[{i}]"
     data["root"] = str(root)
     data["path"] = str(p.resolve())
     return data
+
+
+def _check_header(p: Path, data: dict[str, Any]) -> None:
+    labels = data["labels"]
+    if not isinstance(labels, dict) or not labels:
+        raise DatalistError(f"{p}: labels must be an object {{\"0\": \"background\", \"1\": name, ...}}")
+    try:
+        ids = sorted(int(k) for k in labels)
+    except (TypeError, ValueError):
+        raise DatalistError(f"{p}: labels: keys must be label ids 0, 1, ..., got {sorted(labels)}") from None
+    if ids != list(range(len(ids))) or len(ids) < 2:
+        raise DatalistError(f"{p}: labels: ids must be 0..K with K >= 1, got {ids}")
+    names = list(labels.values())
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise DatalistError(f"{p}: labels: names must be unique, non-empty text, got {names}")
+    size = data["size_px"]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise DatalistError(f"{p}: size_px must be two positive integers [H, W], got {size!r}")
+    if not isinstance(data["modality"], str):
+        raise DatalistError(f"{p}: modality must be text, got {data['modality']!r}")
+
+
+def _check_case(p: Path, root: Path, split: str, i: int, case: Any) -> None:
+    where = f"{p}: {split}[{i}]"
+    if not isinstance(case, dict):
+        raise DatalistError(f"{where}: a case must be an object, got {type(case).__name__}")
+    for key in ("case_id", "image", "label", "num_slices"):
+        if key not in case:
+            raise DatalistError(f"{where} lacks key {key!r}")
+    cid = case["case_id"]
+    if not isinstance(cid, str) or not cid:
+        raise DatalistError(f"{where}: case_id must be non-empty text, got {cid!r}")
+    n = case["num_slices"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise DatalistError(f"{where} (case {cid!r}): num_slices must be a positive integer, got {n!r}")
+    for key in ("image", "label"):
+        rel = case[key]
+        if not isinstance(rel, str) or not rel:
+            raise DatalistError(f"{where} (case {cid!r}): {key} must be a relative path, got {rel!r}")
+        parts = PurePosixPath(rel.replace("\\", "/")).parts
+        if PurePosixPath(rel).is_absolute() or Path(rel).is_absolute() or ".." in parts:
+            raise DatalistError(f"{where} (case {cid!r}): {key} {rel!r} points outside the datalist's folder "
+                                f"{root}; cached files must lie inside it (relative paths, no '..')")
+        f = root / rel
+        if not f.is_file():
+            raise DatalistError(f"{p}: {split} case {cid!r}: {key} file {f} is missing")
 
 
 def case_paths(datalist: dict[str, Any], case: dict[str, Any]) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ Rules (DICOM PS3.3 C.7.6.2, Image Plane module):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from fedgin.data.errors import LayoutError
+from fedgin.data.source import broken_link
 
 __all__ = ["LPS_TO_RAS", "DicomSeries", "dicom_files", "read_dicom_series"]
+
+log = logging.getLogger(__name__)
 
 #: world LPS -> RAS
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -55,11 +59,28 @@ class DicomSeries:
 
 
 def dicom_files(folder: Path) -> list[Path]:
-    """The ``*.dcm`` files of a folder (any case of the suffix; names starting with "." skipped)."""
+    """The ``*.dcm`` files of a folder (any case of the suffix; names starting with "." and sub-folders skipped).
+
+    Other files are ignored with a warning that counts them.
+
+    Raises:
+        LayoutError: a ``.dcm`` name that is a dangling symbolic link (the series would miss that slice).
+    """
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() == ".dcm")
+    out, other = [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        if p.suffix.lower() != ".dcm":
+            other.append(p.name)
+        elif broken_link(p):
+            raise LayoutError(f"{broken_link(p)} (a slice of the series in {folder})")
+        else:
+            out.append(p)
+    if other:
+        log.warning("%s: %d file(s) without the .dcm suffix ignored (e.g. %s)", folder, len(other), other[0])
+    return out
 
 
 def _floats(ds, keyword: str, n: int, path: Path) -> np.ndarray:

@@ -6,9 +6,12 @@ Pairing rules (option ``pairing``)::
     suffix:   <root>/<id>_image.nii.gz    + <root>/<id>_label.nii.gz        (flat, in <root> itself)
     auto:     (default) ``folders`` when <root>/images/ exists, else ``suffix``
 
-``.nii`` works as well as ``.nii.gz`` (image and label may differ). Names starting with "." are ignored. An image
-without its label, or a label without its image, is an error naming the file and the expected partner. The case id
-is ``<id>``.
+``.nii`` works as well as ``.nii.gz`` (image and label may differ). Names starting with "." are ignored; other files
+that cannot be an image or label (non-NIfTI files in ``images/``/``labels/``; with ``suffix``, NIfTI files in
+``<root>`` named neither ``<id>_image`` nor ``<id>_label``) are ignored with a warning. An image without its label,
+or a label without its image, is a listing problem of that case (``SourceCase.problem``: an error naming the file
+and the expected partner, or skipped by ``prepare_site(skip_bad_cases=True)``). A file that is a dangling symbolic
+link is listed and refused when read, naming the missing target. The case id is ``<id>``.
 
 Label map (option ``label_map``, required): ``{class name: [values]}``, as a mapping or the path of a JSON file, e.g.
 ``{"liver": [1], "kidneys": [2, 3], "kidney_right": [2]}``. A single value may be given without the list. Values are
@@ -42,7 +45,7 @@ from fedgin.data.labelmaps import (
     load_labelled_nifti,
     nifti_stem,
 )
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
 
 __all__ = ["PAIRINGS", "UNLISTED", "read_label_map", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -65,7 +68,7 @@ def read_label_map(spec: Mapping[str, Any] | str | Path) -> dict[str, frozenset[
         path = Path(spec)
         where = str(path)
         if not path.is_file():
-            raise LayoutError(f"{path}: label map file not found")
+            raise LayoutError(broken_link(path) or f"{path}: label map file not found")
         try:
             spec = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -90,12 +93,15 @@ def read_label_map(spec: Mapping[str, Any] | str | Path) -> dict[str, frozenset[
     return out
 
 
+def _files(folder: Path) -> list[Path]:
+    """The entries of a folder that may be data: not folders, not named "." (dangling links included)."""
+    return sorted(p for p in folder.iterdir() if not is_hidden(p.name) and not p.is_dir())
+
+
 def _nifti_by_stem(folder: Path, suffix: str = "") -> dict[str, Path]:
     """``{id: path}`` of the NIfTI files named ``<id><suffix>.nii[.gz]`` in a folder."""
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if is_hidden(p.name) or not p.is_file():
-            continue
+    for p in _files(folder):
         stem = nifti_stem(p.name)
         if stem is None or not stem.endswith(suffix) or len(stem) == len(suffix):
             continue
@@ -106,7 +112,8 @@ def _nifti_by_stem(folder: Path, suffix: str = "") -> dict[str, Path]:
     return out
 
 
-def _pairs(root: Path, pairing: str) -> list[tuple[str, Path, Path]]:
+def _pairs(root: Path, pairing: str) -> list[tuple[str, Path, Path, str | None]]:
+    """``(id, image, label, listing problem or None)`` of every image and every label, sorted by id."""
     if pairing == "auto":
         pairing = "folders" if (root / "images").is_dir() else "suffix"
     if pairing == "folders":
@@ -117,31 +124,38 @@ def _pairs(root: Path, pairing: str) -> list[tuple[str, Path, Path]]:
         labels = _nifti_by_stem(labels_dir) if labels_dir.is_dir() else {}
         expected = {cid: labels_dir / f"{cid}{NIFTI_SUFFIXES[0]}" for cid in images}
         image_of = {cid: images_dir / f"{cid}{NIFTI_SUFFIXES[0]}" for cid in labels}
+        ignored = [p for d in (images_dir, labels_dir) if d.is_dir() for p in _files(d) if nifti_stem(p.name) is None]
     else:
         images = _nifti_by_stem(root, "_image")
         labels = _nifti_by_stem(root, "_label")
         expected = {cid: root / f"{cid}_label{NIFTI_SUFFIXES[0]}" for cid in images}
         image_of = {cid: root / f"{cid}_image{NIFTI_SUFFIXES[0]}" for cid in labels}
-    for cid, label in labels.items():
-        if cid not in images:
-            raise LayoutError(f"{label}: label without an image (expected {image_of[cid]})")
+        stems = [(p, nifti_stem(p.name)) for p in _files(root)]
+        ignored = [p for p, stem in stems if stem and not stem.endswith(("_image", "_label"))]
+    for p in ignored:
+        log.warning("%s: neither an image nor a label of the generic layout (pairing %r), ignored", p, pairing)
     pairs = []
-    for cid, image in images.items():
-        if cid not in labels:
-            raise LayoutError(f"{image}: no label file (expected {expected[cid]}; pairing {pairing!r})")
-        pairs.append((cid, image, labels[cid]))
+    for cid in sorted(set(images) | set(labels)):
+        image, label = images.get(cid, image_of.get(cid)), labels.get(cid, expected.get(cid))
+        problem = (None if cid in images and cid in labels else
+                   f"{image}: no label file (expected {label}; pairing {pairing!r})" if cid in images else
+                   f"{label}: label without an image (expected {image})")
+        pairs.append((cid, image, label, problem))
     return pairs
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """Every image/label pair under ``root``, all with the given modality, sorted by case id.
+
+    An unpaired image or label makes a case with a ``problem``; with ``strict`` it raises.
 
     Args:
         options: ``label_map`` (required), ``pairing`` (``auto``/``folders``/``suffix``), ``unlisted``
             (``error``/``background``); see the module docstring.
 
     Raises:
-        LayoutError: a missing or bad option, unknown modality, missing folder, or an unpaired file.
+        LayoutError: a missing or bad option, unknown modality, missing folder, or (``strict``) an unpaired file.
     """
     root = Path(root)
     options = dict(options or {})
@@ -165,11 +179,10 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     label_map = read_label_map(options["label_map"])
     source = str(options["label_map"]) if isinstance(options["label_map"], (str, Path)) else "label map"
     extra = {"label_map": label_map, "unlisted": unlisted, "source": source}
-    return [
+    return finish_listing((
         SourceCase(case_id=cid, modality=modality, image_path=image, folder=image.parent, label_path=label,
-                   extra=extra)
-        for cid, image, label in sorted(_pairs(root, pairing))
-    ]
+                   extra=extra, problem=problem)
+        for cid, image, label, problem in _pairs(root, pairing)), strict)
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:

@@ -25,8 +25,13 @@ Rules applied here:
   for the other modality lists no case (with a warning).
 * Cases are the ``training`` entries of ``dataset.json`` (paths relative to the task folder); without that list,
   the ``imagesTr``/``labelsTr`` pairs of the same name. Names starting with "." (the macOS resource forks
-  ``._la_029.nii.gz`` of the MSD tarballs) are skipped either way. The case id is the image file's stem.
-  ``imagesTs`` has no labels and is not used.
+  ``._la_029.nii.gz`` of the MSD tarballs) are skipped either way. The case id is the image file's stem (one id
+  twice is an error). ``imagesTs`` has no labels and is not used.
+* Nothing listed is dropped: a ``training`` entry whose image or label is missing, an ``imagesTr`` image without
+  its label (or a ``labelsTr`` label without its image) is a case with a listing problem (``SourceCase.problem``:
+  an error naming the file, or skipped by ``prepare_site(skip_bad_cases=True)``). A file that is a dangling
+  symbolic link is listed and refused when read, naming the missing target. ``imagesTr`` images that the
+  ``training`` list does not name are not used, with a warning.
 
 Split: MSD defines none for the labelled cases, so ``prepare_site`` draws its seeded split by case.
 """
@@ -50,7 +55,7 @@ from fedgin.data.labelmaps import (
     load_labelled_nifti,
     nifti_stem,
 )
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, present
 
 __all__ = ["MsdTask", "TASKS", "detect_task", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -94,6 +99,8 @@ def _supported() -> str:
 
 def _read_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
+    if broken_link(path):
+        raise LayoutError(f"{broken_link(path)} (the task's dataset.json)")
     if not path.is_file():
         hint = ""
         if root.is_dir():
@@ -158,7 +165,21 @@ def _resolve(root: Path, rel: object, what: str, index: int) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def _pairs_from_json(root: Path, meta: Mapping[str, Any]) -> list[tuple[Path, Path]]:
+#: (image, label, listing problem or None)
+Pair = tuple[Path, Path, str | None]
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    """``{name: path}`` of the NIfTI files of a folder (dangling links included, names starting with "." not)."""
+    if broken_link(folder):
+        raise LayoutError(broken_link(folder))
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir())
+            if not is_hidden(p.name) and not p.is_dir() and nifti_stem(p.name) is not None}
+
+
+def _pairs_from_json(root: Path, meta: Mapping[str, Any]) -> list[Pair]:
     entries = meta["training"]
     if not isinstance(entries, list):
         raise LayoutError(f"{root / 'dataset.json'}: 'training' is not a list")
@@ -169,34 +190,42 @@ def _pairs_from_json(root: Path, meta: Mapping[str, Any]) -> list[tuple[Path, Pa
         image, label = _resolve(root, e.get("image"), "image", i), _resolve(root, e.get("label"), "label", i)
         if is_hidden(image.name) or is_hidden(label.name):
             continue
-        for p, what in ((image, "image"), (label, "label")):
-            if not p.is_file():
-                raise LayoutError(f"{p}: {what} of training[{i}] in {root / 'dataset.json'} not found")
-        pairs.append((image, label))
+        missing = [(p, what) for p, what in ((image, "image"), (label, "label")) if not present(p)]
+        problem = (f"{missing[0][0]}: {missing[0][1]} of training[{i}] in {root / 'dataset.json'} not found"
+                   if missing else None)
+        pairs.append((image, label, problem))
+    listed = {p[0].resolve() for p in pairs}
+    unused = [p for p in _nifti_files(root / "imagesTr").values() if p.resolve() not in listed]
+    if unused:
+        log.warning("%s: %d imagesTr file(s) not in dataset.json's training list, not used: %s%s", root, len(unused),
+                    ", ".join(p.name for p in unused[:5]), " ..." if len(unused) > 5 else "")
     return pairs
 
 
-def _pairs_from_folders(root: Path) -> list[tuple[Path, Path]]:
+def _pairs_from_folders(root: Path) -> list[Pair]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
         raise LayoutError(f"{root}: dataset.json has no 'training' list and there is no imagesTr/ folder")
+    images, labels = _nifti_files(images_dir), _nifti_files(labels_dir)
     pairs = []
-    for p in sorted(images_dir.iterdir()):
-        if is_hidden(p.name) or not p.is_file() or nifti_stem(p.name) is None:
-            continue
-        label = labels_dir / p.name
-        if not label.is_file():
-            raise LayoutError(f"{p}: no label file {label}")
-        pairs.append((p, label))
+    for name in sorted(set(images) | set(labels)):
+        image, label = images.get(name, images_dir / name), labels.get(name, labels_dir / name)
+        problem = (None if name in images and name in labels else
+                   f"{image}: no label file {label}" if name in images else
+                   f"{label}: label without an image (expected {image})")
+        pairs.append((image, label, problem))
     return pairs
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """The labelled cases of an MSD task folder when the task's modality is ``modality`` (else none).
 
+    A listed file that is missing makes a case with a ``problem`` (module docstring); with ``strict`` it raises.
+
     Raises:
-        LayoutError: options given (the layout has none), unknown modality, bad ``dataset.json`` or task, a listed
-            file that is missing, or one case id twice.
+        LayoutError: options given (the layout has none), unknown modality, bad ``dataset.json`` or task, one case
+            id twice, or (``strict``) a case with a listing problem.
     """
     root = Path(root)
     if options:
@@ -213,15 +242,15 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     pairs = _pairs_from_json(root, meta) if "training" in meta else _pairs_from_folders(root)
     known = frozenset(int(k) for k in meta["labels"])
     cases: dict[str, SourceCase] = {}
-    for image, label in pairs:
+    for image, label, problem in pairs:
         case_id = nifti_stem(image.name) or image.name
         if case_id in cases:
             raise LayoutError(f"{root}: case {case_id!r} is listed twice ({cases[case_id].image_path} and {image})")
         cases[case_id] = SourceCase(
             case_id=case_id, modality=modality, image_path=image, folder=image.parent, label_path=label,
-            extra={"task": task, "known_values": known, "dataset_json": root / "dataset.json"},
+            extra={"task": task, "known_values": known, "dataset_json": root / "dataset.json"}, problem=problem,
         )
-    return [cases[k] for k in sorted(cases)]
+    return finish_listing(cases.values(), strict)
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:

@@ -17,6 +17,7 @@ import numpy as np
 from nibabel import orientations as nio
 
 from fedgin.data.errors import NiftiError
+from fedgin.data.source import broken_link
 
 __all__ = ["RasVolume", "open_nifti", "ras_geometry", "read_nifti_ras", "load_nifti_ras", "reorient_to_ras", "voxel_spacing"]
 
@@ -72,11 +73,14 @@ def open_nifti(path: str | Path) -> tuple[nib.Nifti1Image, tuple[int, int, int]]
         (the nibabel image, its 3-D shape with a trailing singleton 4th axis dropped).
 
     Raises:
-        NiftiError: naming the file. Corrupt voxel data is only detected when the data are read.
+        NiftiError: naming the file (a dangling symbolic link: the link and its missing target). Corrupt voxel
+            data is only detected when the data are read.
     """
     p = Path(path)
     if not p.is_file():
-        raise NiftiError(f"{p}: NIfTI file not found")
+        if p.is_dir():
+            raise NiftiError(f"{p}: is a folder, not a NIfTI file")
+        raise NiftiError(broken_link(p) or f"{p}: NIfTI file not found")
     try:
         img = nib.load(str(p))
     except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, zlib/gzip errors, ...

@@ -11,12 +11,32 @@ Split policy: when the dataset defines splits for every case (TotalSegmentator: 
 warning says so). Otherwise the cases (never slices) are shuffled
 with ``numpy.random.default_rng(seed)`` in ``case_id`` order and cut into test, validation and training parts of
 ``round(n * fraction)`` cases; with 3 or more cases validation and test get at least one case each and training
-keeps at least one. With 1 or 2 cases everything is training (with a warning).
+keeps at least one. With 1 or 2 cases everything is training (with a warning). The split is drawn over every case
+the dataset lists, bad ones included, so that skipping a bad case (below) never moves another case to another split.
+
+Nothing dropped, doubled or silently corrupted:
+
+* Every case the adapter lists is prepared or named in an error, including cases whose listing is broken
+  (``SourceCase.problem``: a folder listed in ``meta.csv`` that is missing, an image without its label, a dangling
+  link, ...). One case id twice, or two ids that differ only in letter case (their cache files would collide on a
+  case-insensitive file system), or an id that cannot name a file, is refused naming both sources.
+* Non-finite voxels (NaN, +-Inf) of every decoded image are refused (``nonfinite="error"``, the message names the
+  file and the counts) or repaired (``"repair"``, see ``fedgin.data.finite``; the case's entry then records
+  ``"nonfinite_repaired": {"nan": n, "posinf": n, "neginf": n}``). The cached slices are checked to be finite
+  after preprocessing (a bug guard: ``AssertionError``).
+* ``skip_bad_cases=True``: a case whose listing, check or load fails with a ``PrepareError`` is named in a warning,
+  recorded in ``datalist.json`` under ``"skipped": [{"case_id", "split" (when known), "reason"}]`` (the key is
+  written, possibly empty, whenever skipping is on) and the others are prepared; when no case is left it is an
+  error. Without it the first bad case stops the run. Dataset-level problems (bad ``meta.csv``/``dataset.json``,
+  duplicate ids, bad arguments) are never skipped.
 
 Atomic output: everything is built in a hidden temporary folder next to ``output_dir`` and renamed into place at
-the end; on any error the temporary folder is removed and ``output_dir`` is left as it was. An existing
+the end; on any error (``PrepareError``, or an ``OSError`` while writing such as a full disk, re-raised with its
+errno naming the file's place in ``output_dir``) the temporary folder is removed and ``output_dir`` is left as it was. An existing
 ``output_dir`` is replaced as a whole only when it holds a previous cache (``datalist.json`` and ``cases/``, nothing
-else) or is empty; anything else in it is an error.
+else) or is empty; anything else in it is an error. An ``output_dir`` that is a symbolic link is refused (the
+message gives its target): the rename would replace the link by a folder and leave the cache it points to
+stale, so give the real path instead. An ``output_dir`` that is a file, or below a file, is refused too.
 """
 
 from __future__ import annotations
@@ -37,10 +57,11 @@ from tqdm import tqdm
 
 from fedgin.data import amos, chaos, generic, msd, totalseg, whs
 from fedgin.data.datalist import FORMAT, SPLITS
-from fedgin.data.errors import PrepareError
+from fedgin.data.errors import LayoutError, PrepareError
+from fedgin.data.finite import NONFINITE_POLICIES, check_finite, nonfinite_summary
 from fedgin.data.nifti import voxel_spacing
 from fedgin.data.preprocess import Z_RULE, normalization_text, preprocess_case, to_slices
-from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase, broken_link, present
 
 __all__ = ["LAYOUTS", "prepare_site", "split_cases"]
 
@@ -114,9 +135,21 @@ def _check_args(
 
 
 def _check_output(output_dir: Path, input_dir: Path) -> None:
+    """Refuse an output that is a symbolic link, a file, below a file, the input, or a folder with other files."""
+    if output_dir.is_symlink():
+        gone = "" if output_dir.exists() else ", which does not exist"
+        raise PrepareError(
+            f"{output_dir}: the output path is a symbolic link to {os.path.realpath(output_dir)}{gone}; give the real "
+            f"path instead (the cache folder is replaced as a whole, which would replace the link by a folder)")
+    for parent in output_dir.parents:
+        if present(parent):
+            if not parent.is_dir():
+                raise PrepareError(broken_link(parent) or f"{output_dir}: cannot create the output folder: {parent} "
+                                                          f"is a file, not a folder")
+            break
     if output_dir.resolve() == input_dir.resolve():
         raise PrepareError(f"{output_dir}: the output folder cannot be the input folder")
-    if output_dir.exists() or output_dir.is_symlink():
+    if output_dir.exists():
         if not output_dir.is_dir():
             raise PrepareError(f"{output_dir}: output path exists and is not a folder")
         entries = {p.name for p in output_dir.iterdir()}
@@ -125,6 +158,12 @@ def _check_output(output_dir: Path, input_dir: Path) -> None:
                 f"{output_dir}: output folder exists and holds other files than a previous cache "
                 f"({', '.join(sorted(entries - _CACHE_ENTRIES)[:5]) or 'no datalist.json'}); choose another folder"
             )
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """The ``OSError`` of a failed write (same errno and text) naming ``path``, the file's place in ``output_dir``,
+    rather than the temporary folder it was written to (which is removed)."""
+    return OSError(e.errno, e.strerror or str(e), str(path)) if e.errno is not None else e
 
 
 def _install(tmp: Path, output_dir: Path) -> None:
@@ -139,8 +178,25 @@ def _install(tmp: Path, output_dir: Path) -> None:
             os.rename(backup, output_dir)
             raise
         shutil.rmtree(backup, ignore_errors=True)
+        if present(backup):
+            log.warning("%s: could not remove the previous cache (moved there); delete it by hand", backup)
     else:
         os.rename(tmp, output_dir)
+
+
+def _check_case_ids(cases: Sequence[SourceCase], input_dir: Path) -> None:
+    """Each case id once (also ignoring letter case: the cache file names must not collide) and fit for a file name."""
+    seen: dict[str, SourceCase] = {}
+    for case in cases:
+        cid = case.case_id
+        if not cid or cid in (".", "..") or "/" in cid or "\\" in cid:
+            raise PrepareError(f"{case.image_path}: case id {cid!r} cannot name a cache file")
+        other = seen.setdefault(cid.casefold(), case)
+        if other is not case:
+            how = ("twice" if other.case_id == cid else
+                   f"as {other.case_id!r} and {cid!r}, which differ only in letter case (their cache files would "
+                   f"collide on a case-insensitive file system)")
+            raise PrepareError(f"{input_dir}: case id {cid!r} is found {how}: {other.image_path} and {case.image_path}")
 
 
 def _select_cases(cases: list[SourceCase], case_splits: dict[str, str], input_dir: Path,
@@ -174,13 +230,29 @@ def _label_counts(label: np.ndarray, k: int) -> list[int]:
     return [int(np.count_nonzero(label == i)) for i in range(k + 1)]
 
 
+def _save(tmp: Path, rel: str, array: np.ndarray, output_dir: Path) -> None:
+    try:
+        np.save(tmp / rel, array)
+    except OSError as e:
+        raise _write_error(e, output_dir / rel) from e
+
+
 def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: LayoutAdapter, spacing: float,
-                size: int, clip_percentiles: Sequence[float] | None) -> dict[str, Any]:
+                size: int, clip_percentiles: Sequence[float] | None, nonfinite: str,
+                output_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     loaded = adapter.load_case(case, organs)
+    reoriented = not np.allclose(loaded.affine, loaded.source_affine)
+    image = check_finite(loaded.image, case.image_path, nonfinite,
+                         what="image (voxel indices in RAS order)" if reoriented else "image")
+    repaired = None
+    if image is not loaded.image:
+        raw = loaded.image
+        repaired = {"nan": int(np.isnan(raw).sum()), "posinf": int(np.isposinf(raw).sum()),
+                    "neginf": int(np.isneginf(raw).sum())}
     source_counts = _label_counts(loaded.label, len(organs))
     pre = preprocess_case(
-        loaded.image, loaded.label, loaded.affine, spacing=spacing, size=size, clip_percentiles=clip_percentiles
+        image, loaded.label, loaded.affine, spacing=spacing, size=size, clip_percentiles=clip_percentiles
     )
     counts = _label_counts(pre.label, len(organs))
     for k, organ in enumerate(organs, start=1):
@@ -191,8 +263,15 @@ def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: Lay
             log.warning("case %s: the mask of organ %r is empty", case.case_id, organ)
     image_rel = f"cases/{case.case_id}_image.npy"
     label_rel = f"cases/{case.case_id}_label.npy"
-    np.save(tmp / image_rel, to_slices(pre.image).astype(np.float32, copy=False))
-    np.save(tmp / label_rel, to_slices(pre.label).astype(np.uint8, copy=False))
+    slices = to_slices(pre.image).astype(np.float32, copy=False)
+    bad = nonfinite_summary(slices)
+    if bad:  # the source is finite here: preprocessing made these
+        raise AssertionError(f"bug: the cached slices of case {case.case_id} ({case.image_path}) are not finite: {bad}")
+    for rel in (image_rel, label_rel):
+        if present(tmp / rel):  # ids are checked unique, also ignoring letter case: a bug guard
+            raise AssertionError(f"bug: {tmp / rel} written twice (case {case.case_id})")
+    _save(tmp, image_rel, slices, output_dir)
+    _save(tmp, label_rel, to_slices(pre.label).astype(np.uint8, copy=False), output_dir)
     log.debug("case %s prepared in %.2f s", case.case_id, time.perf_counter() - t0)
     return {
         "case_id": case.case_id,
@@ -206,6 +285,7 @@ def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: Lay
         "source_shape": [int(s) for s in loaded.source_shape],
         "source_affine": np.asarray(loaded.source_affine, dtype=float).tolist(),
         "foreground_voxels": {organ: int(counts[k]) for k, organ in enumerate(organs, start=1)},
+        **({"nonfinite_repaired": repaired} if repaired else {}),
     }
 
 
@@ -226,6 +306,8 @@ def prepare_site(
     progress: bool = True,
     case_splits: dict[str, str] | None = None,
     layout_options: Mapping[str, Any] | None = None,
+    nonfinite: str = "error",
+    skip_bad_cases: bool = False,
 ) -> Path:
     """Build one site's slice cache and ``datalist.json`` (format of ``fedgin.data.datalist``).
 
@@ -249,13 +331,19 @@ def prepare_site(
             each into its given split (``training``/``validation``/``test``); overrides the dataset's own split.
         layout_options: the layout's own settings, names from ``LAYOUTS[layout].options`` (e.g. chaos
             ``{"sequence": "t1dual-in"}``, generic ``{"label_map": "map.json"}``, amos ``{"split": "dataset"}``).
+        nonfinite: ``"error"`` or ``"repair"``: what NaN/Inf voxels of a source image do (module docstring).
+        skip_bad_cases: skip (and record under ``"skipped"``) a case that fails with a ``PrepareError`` instead of
+            stopping the run (module docstring).
 
     Returns:
         The path of the written ``datalist.json``.
 
     Raises:
-        PrepareError (and its subclasses NiftiError / LayoutError): bad arguments, no case of that modality, a bad
-        or missing file; the message names the file, case or folder. Nothing is left behind on error.
+        PrepareError (and its subclasses NiftiError / LayoutError / NonFiniteError): bad arguments or output path, no
+            case of that modality, duplicate case ids, a bad, missing or dangling file, non-finite voxels, every case
+            skipped; the message names the file, case or folder.
+        OSError: writing the cache failed (disk full, read-only, permission); its filename is in ``output_dir``.
+        Nothing is left behind on error and a previous cache in ``output_dir`` is left as it was.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     organs = list(organs) if not isinstance(organs, str) else organs
@@ -269,30 +357,55 @@ def prepare_site(
     if unknown:
         accepted = ", ".join(adapter.options) or "none"
         raise PrepareError(f"layout {layout!r} has no option {', '.join(unknown)} (its options: {accepted})")
-    cases = adapter.list_cases(input_dir, modality, options)
+    if nonfinite not in NONFINITE_POLICIES:
+        raise PrepareError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
+    cases = adapter.list_cases(input_dir, modality, options, strict=False)
     if not cases:
         raise PrepareError(
             f"{input_dir}: no {modality} case found for site {site!r} (layout {layout!r}: {adapter.description})"
         )
+    _check_case_ids(cases, input_dir)
     if case_splits is not None:
         cases = _select_cases(cases, case_splits, input_dir, modality)
-    if adapter.check_case is not None:
-        for case in cases:
-            adapter.check_case(case, organs)
+    listed = [c for c in cases if c.problem is None]
     if case_splits is not None:
-        split_of = dict(case_splits)
+        split_of: dict[str, str | None] = dict(case_splits)
         policy = "partition"
-    elif all(c.split is not None for c in cases):
+    elif listed and all(c.split is not None for c in listed):
         split_of = {c.case_id: c.split for c in cases}
         policy = "dataset"
     else:
         parts = split_cases([c.case_id for c in cases], seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
         split_of = {cid: split for split, ids in parts.items() for cid in ids}
         policy = f"seeded (seed {seed})"
-    for split in SPLITS:
-        if not any(s == split for s in split_of.values()):  # a partition's empty splits are intended: info only
-            (log.info if policy == "partition" else log.warning)(
-                "site %s: the %s split is empty (%s split of %d cases)", site, split, policy, len(cases))
+
+    skipped: list[dict[str, Any]] = []
+
+    def skip(case: SourceCase, error: PrepareError) -> None:
+        log.warning("case %s skipped: %s", case.case_id, error)
+        split = split_of.get(case.case_id)
+        skipped.append({"case_id": case.case_id, **({"split": split} if split else {}), "reason": str(error)})
+
+    def none_left() -> PrepareError:
+        reasons = "; ".join(f"{s['case_id']}: {s['reason']}" for s in skipped[:3])
+        return PrepareError(f"{input_dir}: none of the {len(cases)} {modality} case(s) could be prepared, all were "
+                            f"skipped ({reasons}{' ...' if len(skipped) > 3 else ''})")
+
+    good: list[SourceCase] = []
+    for case in cases:  # cheap checks of every case before the first one is decoded
+        try:
+            if case.problem is not None:
+                raise LayoutError(case.problem)
+            if adapter.check_case is not None:
+                adapter.check_case(case, organs)
+        except PrepareError as e:
+            if not skip_bad_cases:
+                raise
+            skip(case, e)
+        else:
+            good.append(case)
+    if not good:
+        raise none_left()
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
@@ -315,16 +428,35 @@ def prepare_site(
             **({"layout_options": _json_safe(options)} if options else {}),
             **{split: [] for split in SPLITS},
         }
-        with tqdm(cases, desc=f"prepare {site}", unit="case", disable=not progress) as bar:
+        with tqdm(good, desc=f"prepare {site}", unit="case", disable=not progress) as bar:
             for case in bar:
                 bar.set_postfix_str(case.case_id)
-                entry = _case_entry(case, organs, tmp, adapter, spacing, int(size), clip_percentiles)
-                datalist[split_of[case.case_id]].append(entry)
-        (tmp / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+                try:
+                    entry = _case_entry(case, organs, tmp, adapter, spacing, int(size), clip_percentiles, nonfinite,
+                                        output_dir)
+                except PrepareError as e:
+                    if not skip_bad_cases:
+                        raise
+                    skip(case, e)
+                else:
+                    datalist[split_of[case.case_id]].append(entry)
+        if not any(datalist[split] for split in SPLITS):
+            raise none_left()
+        if skip_bad_cases:
+            datalist["skipped"] = sorted(skipped, key=lambda s: s["case_id"])
+        for split in SPLITS:
+            if not datalist[split]:  # a partition's empty splits are intended: info only
+                (log.info if policy == "partition" else log.warning)(
+                    "site %s: the %s split is empty (%s split of %d cases)", site, split, policy, len(cases))
+        try:
+            (tmp / "datalist.json").write_text(json.dumps(datalist, indent=1) + "\n")
+        except OSError as e:
+            raise _write_error(e, output_dir / "datalist.json") from e
         _install(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     n = {s: len(datalist[s]) for s in SPLITS}
-    log.info("site %s: %d %s cases prepared into %s (%s split: %s)", site, len(cases), modality, output_dir, policy, n)
+    log.info("site %s: %d %s cases prepared into %s (%s split: %s; %d skipped)", site, sum(n.values()), modality,
+             output_dir, policy, n, len(skipped))
     return output_dir / "datalist.json"

@@ -2,12 +2,18 @@
 
 A layout adapter (see ``fedgin.data.prepare.LAYOUTS``) is two functions:
 
-* ``list_cases(input_dir, modality, options) -> list[SourceCase]``: the cases of one modality, sorted by
-  ``case_id``, each with its split when the dataset defines one (``None`` otherwise, then ``prepare_site`` draws a
-  seeded split). ``options`` is the layout's own settings (``prepare_site(layout_options=...)``, e.g. the MR
-  sequence of CHAOS or the label map of the generic layout); their names are declared in ``LayoutAdapter.options``,
-  and ``prepare_site`` refuses a name the layout does not declare. Whatever ``load_case`` needs from the options is
-  stored by ``list_cases`` in ``SourceCase.extra``, so that ``load_case`` and ``check_case`` keep two arguments;
+* ``list_cases(input_dir, modality, options, *, strict=True) -> list[SourceCase]``: the cases of one modality,
+  sorted by ``case_id``, each with its split when the dataset defines one (``None`` otherwise, then ``prepare_site``
+  draws a seeded split). Every case the dataset lists or holds is returned: a case whose listing is broken (a
+  folder listed in ``meta.csv`` that is missing, an image without its label, a dangling case-folder link, ...)
+  carries the reason in ``SourceCase.problem``. With ``strict`` (the default) the first such case raises
+  ``LayoutError`` instead; ``prepare_site`` passes ``strict=False`` so that ``skip_bad_cases`` can skip it like any
+  other bad case. Files that are present but unreadable (including dangling symbolic links) are listed like good
+  ones and refused by ``check_case`` / ``load_case``. ``options`` is the layout's own settings
+  (``prepare_site(layout_options=...)``, e.g. the MR sequence of CHAOS or the label map of the generic layout);
+  their names are declared in ``LayoutAdapter.options``, and ``prepare_site`` refuses a name the layout does not
+  declare. Whatever ``load_case`` needs from the options is stored by ``list_cases`` in ``SourceCase.extra``, so
+  that ``load_case`` and ``check_case`` keep two arguments;
 * ``load_case(case, organs) -> LoadedCase``: the image and the merged label map (ids 1..K in ``organs`` order), both
   in RAS voxel order on the image's grid;
 * optionally ``check_case(case, organs)``: a cheap pre-flight check (file presence, headers) run on all cases
@@ -16,14 +22,17 @@ A layout adapter (see ``fedgin.data.prepare.LAYOUTS``) is two functions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SourceCase", "LoadedCase", "LayoutAdapter", "MODALITIES"]
+from fedgin.data.errors import LayoutError
+
+__all__ = ["SourceCase", "LoadedCase", "LayoutAdapter", "MODALITIES", "broken_link", "present", "finish_listing"]
 
 MODALITIES = ("ct", "mri")
 
@@ -41,6 +50,35 @@ class SourceCase:
     label_path: Path | None = None
     #: layout-private details that ``load_case`` needs (e.g. a value map, DICOM/PNG folders); not compared
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: why a case the dataset lists cannot be used (names the file/folder), ``None`` for a case to prepare
+    problem: str | None = None
+
+
+def broken_link(path: str | Path) -> str | None:
+    """``"<path>: is a symbolic link to <target>, which does not exist"`` for a dangling link, else ``None``."""
+    p = Path(path)
+    if not p.is_symlink() or p.exists():
+        return None
+    try:
+        target = p.resolve()  # follows a chain of links to its missing end
+    except (OSError, RuntimeError):  # a loop of links
+        return f"{p}: is a symbolic link to {os.readlink(p)}, which loops back on itself"
+    return f"{p}: is a symbolic link to {target}, which does not exist"
+
+
+def present(path: str | Path) -> bool:
+    """The name exists in its folder: a file, a folder, or a symbolic link (dangling or not)."""
+    return os.path.lexists(path)
+
+
+def finish_listing(cases: Iterable[SourceCase], strict: bool) -> list[SourceCase]:
+    """The cases sorted by ``case_id``; with ``strict``, the first case with a ``problem`` raises ``LayoutError``."""
+    out = sorted(cases, key=lambda c: c.case_id)
+    bad = [c for c in out if c.problem]
+    if strict and bad:
+        more = f" (and {len(bad) - 1} more case(s) with a listing problem)" if len(bad) > 1 else ""
+        raise LayoutError(f"{bad[0].problem}{more}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -72,7 +110,8 @@ class LayoutAdapter:
 
     name: str
     description: str
-    list_cases: Callable[[Path, str, Mapping[str, Any]], list[SourceCase]]
+    #: ``list_cases(input_dir, modality, options, *, strict=True)``
+    list_cases: Callable[..., list[SourceCase]]
     load_case: Callable[[SourceCase, Sequence[str]], LoadedCase]
     #: optional cheap check (headers, file presence) run on every case before any case is decoded
     check_case: Callable[[SourceCase, Sequence[str]], None] | None = None

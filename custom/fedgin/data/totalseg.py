@@ -9,11 +9,17 @@ Layout::
 Rules applied here:
 
 * Cases of a modality are the sub-folders (not starting with ".") that hold ``ct.nii.gz`` (``ct``) or
-  ``mri.nii.gz`` (``mri``); ``.nii`` is accepted as well. They are sorted by folder name, which is the ``case_id``.
+  ``mri.nii.gz`` (``mri``); ``.nii`` is accepted as well (both ``.nii.gz`` and ``.nii`` of one image is an error).
+  They are sorted by folder name, which is the ``case_id``. An image that is a dangling symbolic link still makes
+  the folder a case, refused when read (the message names the link and its missing target). A folder holding only
+  the other modality's image is not a case of this modality.
+* Nothing is dropped without a word; these are cases with a listing problem (``SourceCase.problem``, an error, or
+  skipped by ``prepare_site(skip_bad_cases=True)``): a folder with ``segmentations/`` but no image of either
+  modality; a dangling symbolic link in ``<root>`` (taken as a case folder); with a split-bearing ``meta.csv``, a
+  listed case whose folder is missing or holds no image of either modality, and a case on disk it does not list.
 * ``meta.csv``: when it has a ``split`` column, its values ``train``/``val``/``test`` (or ``training``/
-  ``validation``) give each case's split; any other value, or a case on disk that ``meta.csv`` does not list, is an
-  error. Rows for cases that are not on disk (or of another modality) are ignored. Without ``meta.csv`` or without a
-  ``split`` column, the cases carry no split.
+  ``validation``) give each case's split; any other value is an error. Without ``meta.csv`` or without a ``split``
+  column, the cases carry no split. A ``meta.csv`` that is a dangling link is an error.
 * Masks must be binary (every value 0 or 1, any dtype) and lie on the image's grid: same shape and the same affine
   within 1e-3 (mm), compared after both are put in RAS voxel order, so a mask stored in another voxel order of the
   same grid is accepted.
@@ -36,7 +42,7 @@ import numpy as np
 from fedgin.data.errors import LayoutError
 from fedgin.data.labelmaps import AFFINE_TOLERANCE_MM, check_label_grid
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, present
 
 __all__ = [
     "IMAGE_NAMES",
@@ -67,11 +73,11 @@ SEGMENTATION_DIR = "segmentations"
 
 
 def _find_nifti(folder: Path, stem: str) -> Path | None:
-    for suffix in NIFTI_SUFFIXES:
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
-    return None
+    """``<stem>.nii.gz`` or ``<stem>.nii`` (a dangling link counts: reading it names the target); both: an error."""
+    found = [folder / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES if present(folder / f"{stem}{suffix}")]
+    if len(found) > 1:
+        raise LayoutError(f"{found[0]}: {stem!r} is there twice ({found[0].name} and {found[1].name}); keep one")
+    return found[0] if found else None
 
 
 def read_meta_splits(root: str | Path) -> dict[str, str] | None:
@@ -85,6 +91,8 @@ def read_meta_splits(root: str | Path) -> dict[str, str] | None:
     """
     path = Path(root) / "meta.csv"
     if not path.is_file():
+        if broken_link(path):
+            raise LayoutError(f"{broken_link(path)} (the dataset's split table)")
         return None
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -120,14 +128,16 @@ def read_meta_splits(root: str | Path) -> dict[str, str] | None:
     return splits
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """The cases of one modality under a TotalSegmentator-layout folder, sorted by ``case_id``.
 
-    The layout has no options (``options`` is accepted for the adapter contract and must be empty).
+    The layout has no options (``options`` is accepted for the adapter contract and must be empty). Cases with a
+    listing problem (module docstring) carry it in ``SourceCase.problem``; with ``strict`` the first one raises.
 
     Raises:
-        LayoutError: ``root`` is not a folder, an unknown modality, or ``meta.csv`` problems (see
-            :func:`read_meta_splits`), including a case on disk that a split-bearing ``meta.csv`` does not list.
+        LayoutError: ``root`` is not a folder, an unknown modality, ``meta.csv`` problems (see
+            :func:`read_meta_splits`), an image there twice, or (``strict``) a case with a listing problem.
     """
     root = Path(root)
     if options:
@@ -137,19 +147,44 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     if not root.is_dir():
         raise LayoutError(f"{root}: input folder not found")
     splits = read_meta_splits(root)
+    meta = root / "meta.csv"
     stem = IMAGE_NAMES[modality]
+    images = " or ".join(f"{s}.nii.gz" for s in IMAGE_NAMES.values())
     cases: list[SourceCase] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        image = _find_nifti(folder, stem)
-        if image is None:
-            continue
-        split = None
-        if splits is not None:
-            if folder.name not in splits:
-                raise LayoutError(f"{root / 'meta.csv'}: case {folder.name!r} ({image}) is not listed in meta.csv")
-            split = splits[folder.name]
-        cases.append(SourceCase(case_id=folder.name, modality=modality, image_path=image, folder=folder, split=split))
-    return cases
+
+    def add(folder: Path, image: Path | None, problem: str | None) -> None:
+        split = splits.get(folder.name) if splits is not None else None
+        if problem is None and splits is not None and split is None:
+            problem = f"{meta}: case {folder.name!r} ({image}) is not listed in meta.csv"
+        cases.append(SourceCase(case_id=folder.name, modality=modality, image_path=image or folder / f"{stem}.nii.gz",
+                                folder=folder, split=split, problem=problem))
+
+    def listed(case_id: str) -> str:
+        return f"case {case_id!r} is listed in {meta} (split {splits[case_id]})"  # type: ignore[index]
+
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        in_meta = splits is not None and entry.name in splits
+        if entry.is_dir():
+            image = _find_nifti(entry, stem)
+            if image is not None:
+                add(entry, image, None)
+            elif any(_find_nifti(entry, s) for s in IMAGE_NAMES.values()):
+                continue  # the other modality's case
+            elif in_meta:
+                add(entry, None, f"{entry}: {listed(entry.name)} but its folder holds no {images}")
+            elif (entry / SEGMENTATION_DIR).is_dir():
+                add(entry, None, f"{entry}: the case folder has {SEGMENTATION_DIR}/ but no {images}")
+        elif broken_link(entry) and entry.name != meta.name:
+            add(entry, None, f"{broken_link(entry)} (a case folder of {root})")
+        elif in_meta:
+            add(entry, None, f"{entry}: {listed(entry.name)} but is not a folder")
+    if splits is not None:
+        on_disk = {p.name for p in root.iterdir()}
+        for case_id in sorted(set(splits) - on_disk):
+            add(root / case_id, None, f"{root / case_id}: {listed(case_id)} but its folder does not exist (a partial "
+                                      "copy of the dataset? remove the row from meta.csv, or give --skip-bad-cases "
+                                      "to prepare the rest and record it as skipped)")
+    return finish_listing(cases, strict)
 
 
 #: classes made of several TotalSegmentator structures when the dataset has no file of that name
@@ -160,14 +195,14 @@ def organ_mask_paths(case: SourceCase, organ: str) -> list[Path]:
     """The mask file(s) of a class: its own file, or the parts of a merged class (``MERGED_STRUCTURES``).
 
     Raises:
-        LayoutError: no file for the organ (nor for every part of a merged class).
+        LayoutError: no file for the organ (nor for every part of a merged class), or both ``.nii.gz`` and ``.nii``.
     """
     path = organ_mask_path(case, organ)
-    if path.is_file():
+    if present(path):  # a dangling link too: reading it names the missing target
         return [path]
     if organ in MERGED_STRUCTURES:
         parts = [organ_mask_path(case, part) for part in MERGED_STRUCTURES[organ]]
-        missing = [q for q in parts if not q.is_file()]
+        missing = [q for q in parts if not present(q)]
         if not missing:
             return parts
         raise _missing_organ_error(case, organ, missing[0])

@@ -8,10 +8,14 @@ Layout (``--input`` is any folder; the files may lie in it directly or in sub-fo
 
 Rules applied here:
 
-* A file is ``<ct|mr>_<rest>_<image|label>.nii[.gz]``; the case id is ``<ct|mr>_<rest>`` (``ct_train_1001``) and the
-  prefix gives the modality (``ct`` -> ``ct``, ``mr`` -> ``mri``). Names starting with "." and other files are
-  ignored. One case id found twice (e.g. in two sub-folders) is an error naming both files.
-* An image without a label (unlabelled test data) is skipped with a warning; a label without an image is an error.
+* A file is ``<ct|mr>_<rest>_<image|label>.nii[.gz]``; the case id is ``<ct|mr>_<rest>`` (``ct_train_1001``) and
+  the prefix gives the modality (``ct`` -> ``ct``, ``mr`` -> ``mri``). Names starting with "." and other files are
+  ignored; linked sub-folders are followed (each real folder once). One case id found twice (e.g. in two
+  sub-folders) is an error naming both files. A file that is a dangling symbolic link is listed and refused when
+  read (naming the missing target).
+* An image without a label (unlabelled test data) is skipped with a warning; a label without an image is a listing
+  problem of that case (``SourceCase.problem``: an error naming the file, or skipped by
+  ``prepare_site(skip_bad_cases=True)``).
 * Classes (``fedgin.data.labels``): ``myo la lv ra rv ao pa`` and the binary ``heart`` (union of the seven).
 * Value scheme, detected **per label file** from its distinct values: *raw* when they all lie in
   ``{0, 205, 420, 500, 550, 600, 820, 850}``, *remapped* when they all lie in ``{0, 1, ..., 7}`` (1 = myo ... 7 = pa).
@@ -27,6 +31,7 @@ seeded split by case; ``test`` in a file name does not put the case in the test 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,7 +47,7 @@ from fedgin.data.labelmaps import (
     nifti_stem,
 )
 from fedgin.data.labels import HEART_CLASS_IDS, HEART_LABEL_NAMES, HEART_RAW_VALUES, heart_values
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, finish_listing
 
 __all__ = ["RAW_VALUES", "REMAPPED_VALUES", "detect_scheme", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -79,12 +84,28 @@ def detect_scheme(values: Sequence[int], where: str) -> str:
     )
 
 
-def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None) -> list[SourceCase]:
+def _files(root: Path) -> list[Path]:
+    """Every file under ``root``, sorted, following linked folders (each real folder once); names starting with "."
+    skipped. Dangling links are kept (reading them names the missing target)."""
+    out, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        subfolders[:] = [] if real in seen else [d for d in subfolders if not is_hidden(d)]
+        if real not in seen:
+            seen.add(real)
+            out += [Path(folder) / f for f in files if not is_hidden(f)]
+    return sorted(out)
+
+
+def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | None = None, *,
+               strict: bool = True) -> list[SourceCase]:
     """The labelled WHS cases of one modality under ``root`` (searched recursively), sorted by case id.
+
+    A label file without its image makes a case with a ``problem``; with ``strict`` it raises.
 
     Raises:
         LayoutError: options given (the layout has none), unknown modality, missing folder, a case id found twice,
-            or a label file without its image.
+            or (``strict``) a label file without its image.
     """
     root = Path(root)
     if options:
@@ -94,9 +115,7 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     if not root.is_dir():
         raise LayoutError(f"{root}: input folder not found")
     found: dict[str, dict[str, Path]] = {}
-    for p in sorted(root.rglob("*")):
-        if any(is_hidden(part) for part in p.relative_to(root).parts) or not p.is_file():
-            continue
+    for p in _files(root):
         stem = nifti_stem(p.name)
         m = _NAME.match(stem) if stem else None
         if m is None:
@@ -109,16 +128,18 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         entry[kind] = p
     cases: list[SourceCase] = []
     for case_id, files in sorted(found.items()):
-        if "image" not in files:
-            raise LayoutError(f"{files['label']}: label without an image ({case_id}_image.nii.gz not found)")
-        if "label" not in files:
-            log.warning("%s: no label file, case %s skipped", files["image"], case_id)
-            continue
         if _PREFIX[case_id[:2]] != modality:
             continue
-        cases.append(SourceCase(case_id=case_id, modality=modality, image_path=files["image"],
-                                folder=files["image"].parent, label_path=files["label"]))
-    return cases
+        problem = None
+        if "image" not in files:
+            problem = f"{files['label']}: label without an image ({case_id}_image.nii.gz not found)"
+        elif "label" not in files:
+            log.warning("%s: no label file, case %s skipped", files["image"], case_id)
+            continue
+        image = files.get("image", files["label"].with_name(f"{case_id}_image.nii.gz"))
+        cases.append(SourceCase(case_id=case_id, modality=modality, image_path=image, folder=image.parent,
+                                label_path=files["label"], problem=problem))
+    return finish_listing(cases, strict)
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:

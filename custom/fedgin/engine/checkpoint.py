@@ -12,6 +12,7 @@ arguments and the job's ``classes`` live.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,18 @@ def save_model_file(path: str | Path, model: torch.nn.Module, meta: dict[str, An
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": MODEL_FORMAT, **meta, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised in memory, so that a full disk is an OSError that names the file
+    try:
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(e.filename or tmp)) from e
+        tmp.replace(path)
+    except BaseException:  # a full disk or Ctrl-C leaves the previous file and no temporary one
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -87,12 +98,20 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ModelFileError(f"{path}: model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds on corrupt input
-        raise ModelFileError(f"{path}: cannot read model file: {e}") from e
+    except Exception as e:  # torch raises many kinds on corrupt input, with pages of advice
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ModelFileError(f"{path}: cannot read model file (not a fedgin model, or corrupt: {first[:200]})") from e
     if not isinstance(payload, dict) or "model" not in payload:
         raise ModelFileError(f"{path}: not a model file (no 'model' state dict)")
     meta = {k: v for k, v in payload.items() if k != "model"} if payload.get("format") == MODEL_FORMAT else _flare_meta(path)
-    model = build_model(len(meta["classes"]), ModelConfig.from_dict(meta.get("model_config")))
+    classes = meta.get("classes")
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ModelFileError(f"{path}: the model file's classes must be a list of names, got {classes!r}")
+    try:
+        model_config = ModelConfig.from_dict(meta.get("model_config"), source=f"{path}: model_config")
+    except ValueError as e:
+        raise ModelFileError(str(e)) from e
+    model = build_model(len(classes), model_config)
     state = {k: torch.as_tensor(v) for k, v in payload["model"].items()}
     try:
         model.load_state_dict(state)

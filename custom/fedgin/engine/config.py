@@ -1,13 +1,17 @@
 """Training configuration: one frozen dataclass shared by centralized, local and federated runs.
 
 Every value has the paper's default (Nagaraju et al. 2026) unless marked otherwise; a job variant is a different
-value, never different code. ``TrainConfig.from_dict`` rejects unknown keys so a typo in a job file fails loudly.
+value, never different code. ``TrainConfig.from_dict`` rejects unknown keys, wrong types and values out of range
+(``fedgin.options.OptionError``, naming where the values came from and the field), so a typo in a job file, a
+``--config`` file or a model file's metadata fails loudly and where it was made, not deep inside training.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from fedgin.options import OptionError, check_range, check_type
 
 __all__ = ["TrainConfig", "ModelConfig"]
 
@@ -29,21 +33,27 @@ class ModelConfig:
     test_input: str = "raw"  # eval-time input filter: raw | freesdg-hfc | raffesdg-butterworth (augment.eval_input)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
-        values = dict(values or {})
-        _check_keys(cls, values, "model")
-        for key in ("channels", "strides"):
+    def from_dict(cls, values: dict[str, Any] | None, source: str = "") -> ModelConfig:
+        """Build from JSON values; ``source`` (a file, an option) prefixes every message."""
+        where = f"{source}: model" if source else "model"
+        values = dict(check_type(where, values, "dict") if values is not None else {})
+        _check_keys(cls, values, where)
+        _check_fields(cls, values, where, _MODEL_FIELDS)
+        for key in ("channels", "strides", "domains"):
             if key in values:
-                values[key] = tuple(int(v) for v in values[key])
-        if "domains" in values:
-            values["domains"] = tuple(str(v) for v in values["domains"] or ())
+                values[key] = tuple(values[key])
         cfg = cls(**values)
+        if not cfg.channels:
+            raise OptionError(f"{where}.channels: give at least one level, e.g. [16, 32, 64, 128]")
         if len(cfg.strides) != len(cfg.channels) - 1:
-            raise ValueError(f"model: len(strides) must be len(channels) - 1, got {cfg.strides} for {cfg.channels}")
+            raise OptionError(f"{where}: len(strides) must be len(channels) - 1, got {list(cfg.strides)} for "
+                              f"{list(cfg.channels)}")
+        if cfg.norm not in ("batch", "instance"):
+            raise OptionError(f"{where}.norm: must be 'batch' or 'instance', got {cfg.norm!r}")
         from fedgin.augment.eval_input import EVAL_INPUTS
 
         if cfg.test_input not in EVAL_INPUTS:
-            raise ValueError(f"model: test_input must be one of {list(EVAL_INPUTS)}, got {cfg.test_input!r}")
+            raise OptionError(f"{where}.test_input: must be one of {list(EVAL_INPUTS)}, got {cfg.test_input!r}")
         return cfg
 
 
@@ -89,11 +99,21 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:
-        """Build from plain JSON values; unknown keys raise ``ValueError``."""
-        values = dict(values or {})
-        _check_keys(cls, values, "train")
-        values["model"] = ModelConfig.from_dict(values.get("model"))
+    def from_dict(cls, values: dict[str, Any] | None, source: str = "") -> TrainConfig:
+        """Build from plain JSON values; unknown keys, wrong types and out-of-range values raise
+        ``fedgin.options.OptionError`` (a ``ValueError``) naming ``source`` (a file, an option) and the field."""
+        where = source or "train config"
+        values = dict(check_type(where, values, "dict") if values is not None else {})
+        _check_keys(cls, values, where)
+        _check_fields(cls, values, where, _TRAIN_FIELDS)
+        if "method" in values:
+            from fedgin.methods import METHODS
+
+            if values["method"] not in METHODS:
+                raise OptionError(f"{where}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
+        if values.get("loss_variant", "monai") not in ("monai", "authors"):
+            raise OptionError(f"{where}: loss_variant: must be 'monai' or 'authors', got {values['loss_variant']!r}")
+        values["model"] = ModelConfig.from_dict(values.get("model"), source)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,8 +126,50 @@ class TrainConfig:
         return replace(self, **updates)
 
 
-def _check_keys(cls: type, values: dict[str, Any], what: str) -> None:
+def _check_keys(cls: type, values: dict[str, Any], where: str) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{what} config: unknown key(s) {unknown}; known: {sorted(known)}")
+        raise OptionError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+#: field -> (JSON kind of ``fedgin.options.check_type``, check_range keyword arguments)
+_TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "method": ("str", {}),
+    "augment_args": ("dict", {}),
+    "batch_size": ("int", {"low": 1}),
+    "lr": ("float", {"low": 0, "low_open": True}),
+    "weight_decay": ("float", {"low": 0}),
+    "plateau_factor": ("float", {"low": 0, "high": 1, "low_open": True, "high_open": True}),
+    "plateau_patience": ("int", {"low": 0}),
+    "min_lr": ("float", {"low": 0}),
+    "lambda_dice": ("float", {"low": 0}),
+    "lambda_focal": ("float", {"low": 0}),
+    "focal_gamma": ("float", {"low": 0}),
+    "loss_variant": ("str", {}),
+    "consistency_weight": ("float", {"low": 0}),
+    "amp": ("bool", {}),
+    "seed": ("int", {"low": 0}),
+    "eval_batch_size": ("int", {"low": 1}),
+}
+_MODEL_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "channels": ("int_list", {"low": 1}),
+    "strides": ("int_list", {"low": 1}),
+    "num_res_units": ("int", {"low": 0}),
+    "norm": ("str", {}),
+    "dropout": ("float", {"low": 0, "high": 1, "high_open": True}),
+    "domains": ("str_list", {}),
+    "test_input": ("str", {}),
+}
+
+
+def _check_fields(cls: type, values: dict[str, Any], where: str, spec: dict[str, tuple[str, dict]]) -> None:
+    """Type and range of each given field (in place: integral floats become ints, lists are checked per item)."""
+    for key, (kind, limits) in spec.items():
+        if key not in values:
+            continue
+        name = f"{where}.{key}" if where.endswith("model") else f"{where}: {key}"
+        value = values[key] = check_type(name, values[key], kind)
+        for item in value if isinstance(value, list) else [value]:
+            if limits and not isinstance(item, str):
+                check_range(name, item, **limits)

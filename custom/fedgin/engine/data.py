@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fedgin.data.datalist import DatalistError, case_paths, load_datalist, task_labels
+from fedgin.data.finite import nonfinite_summary
 
 __all__ = ["CaseSlices", "SliceSet"]
 
@@ -40,8 +41,9 @@ class SliceSet:
             the split's cached files total less than ``MEMORY_LIMIT_BYTES``, and memory-maps them otherwise.
 
     Raises:
-        DatalistError: unreadable datalist, class or size mismatch between datalists, or a cache file whose
-            shape disagrees with the datalist.
+        DatalistError: unreadable datalist, class or size mismatch between datalists, a datalist given twice or a
+            case pooled twice, a cache file whose shape or dtype disagrees with the datalist, or cached slices
+            with NaN/Inf values.
     """
 
     MEMORY_LIMIT_BYTES = 4 * 1024**3
@@ -67,10 +69,20 @@ class SliceSet:
             total = sum(p.stat().st_size for d in self.datalists for c in d[split] for p in case_paths(d, c))
             in_memory = total < self.MEMORY_LIMIT_BYTES
         self.in_memory = in_memory
+        paths = [d.get("path") for d in self.datalists]
+        twice = sorted({q for q in paths if q and paths.count(q) > 1})
+        if twice:
+            raise DatalistError(f"{twice[0]}: the same datalist is given twice; its cases would count twice")
         self.cases: list[CaseSlices] = []
+        keys: dict[str, str] = {}
         for d in self.datalists:
             for case in d[split]:
-                self.cases.append(self._load_case(d, case, in_memory))
+                c = self._load_case(d, case, in_memory)
+                if c.key in keys:
+                    raise DatalistError(f"{d['path']}: case {c.case_id!r} of site {c.site!r} is also in "
+                                        f"{keys[c.key]}; a case may be pooled once")
+                keys[c.key] = d["path"]
+                self.cases.append(c)
         offsets = np.cumsum([0] + [c.image.shape[0] for c in self.cases])
         self._offsets = offsets
         # (case index, slice index) of every slice
@@ -91,6 +103,13 @@ class SliceSet:
         for arr, path in ((image, img_path), (label, lbl_path)):
             if arr.shape != expected:
                 raise DatalistError(f"{path}: shape {arr.shape} but the datalist says {expected}")
+        if image.dtype != np.float32 or label.dtype != np.uint8:
+            raise DatalistError(f"{img_path}: cached slices must be float32 images and uint8 labels, got "
+                                f"{image.dtype} and {label.dtype}")
+        summary = nonfinite_summary(image, slice_axis=0)
+        if summary:
+            raise DatalistError(f"{img_path}: the cached slices hold non-finite values ({summary}); prepare the "
+                                "site again (fedgin prepare refuses or repairs them: --nonfinite)")
         site = datalist.get("site", "site")
         return CaseSlices(
             key=f"{site}/{case['case_id']}",

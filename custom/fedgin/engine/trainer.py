@@ -64,10 +64,32 @@ class TrainStats:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` → CUDA when available, else CPU."""
+    """``None``/``"auto"`` → CUDA when available, else CPU; ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ValueError: an unknown device name, CUDA asked of a torch without CUDA (a CPU build) or of a machine
+            without a GPU, or a GPU index the machine does not have.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: fedgin runs on cpu or cuda, not {dev.type}")
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(f"--device {device}: this torch ({torch.__version__}) is built without CUDA; "
+                             "use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"--device {device}: no CUDA GPU is visible; use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    return dev
 
 
 class Engine:

@@ -88,7 +88,15 @@ class FedGINExecutor(Executor):
     ) -> None:
         super().__init__()
         self.classes = list(classes)
-        self.train_config = TrainConfig.from_dict(train)  # fails at job load on a bad key
+        # fails at job load, naming the file, on a bad key, type or value (e.g. a hand-edited job)
+        self.train_config = TrainConfig.from_dict(train, source="config_fed_client.json: executor args.train")
+        for name, value in (("local_epochs", local_epochs), ("local_steps", local_steps)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"config_fed_client.json: executor args.{name} must be an integer >= 0, "
+                                 f"got {value!r}")
+        if local_epochs < 1 and local_steps < 1:
+            raise ValueError("config_fed_client.json: executor args: local_epochs and local_steps are both 0: a "
+                             "round would train nothing")
         self.local_epochs = int(local_epochs)
         self.local_steps = int(local_steps)
         self.data_root = data_root

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import fedgin
+from fedgin.options import OptionError, check_range, check_type
 
-__all__ = ["default_template", "settable_variables", "build_job", "task_from_sites", "task_from_datalists",
-           "STRUCTURAL_KEYS"]
+__all__ = ["default_template", "settable_variables", "build_job", "check_job_values", "task_from_sites",
+           "task_from_datalists", "STRUCTURAL_KEYS"]
 
 STRUCTURAL_KEYS = {"format_version", "components", "workflows", "executors", "task_data_filters",
                    "task_result_filters", "server"}
@@ -92,6 +93,7 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
+    values = check_job_values(values, known)
     if "method" in values:
         from fedgin.methods import model_domains
 
@@ -130,6 +132,59 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
         shutil.copyfile(resume_from, tmp / "app" / "config" / RESUME_FILE)
     tmp.rename(output)
     return output
+
+
+#: variable -> check_range arguments (types come from the template's values)
+_RANGES: dict[str, dict[str, Any]] = {
+    "min_clients": {"low": 1}, "num_rounds": {"low": 1}, "num_classes": {"low": 1}, "local_epochs": {"low": 0},
+    "local_steps": {"low": 0}, "max_num_samples": {"low": 0}, "start_round": {"low": 0},
+    "wait_time_after_min_received": {"low": 0}, "cse_submit_model_timeout": {"low": 0, "low_open": True},
+    "cse_validation_timeout": {"low": 0, "low_open": True},
+}
+_KINDS = {"clip_percentiles": "optional_float_list", "spacing_mm": "float_list", "size_px": "int_list",
+          "classes": "str_list"}
+
+
+def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """Types (those of the template's values), ranges and consistency of job variables, before anything is
+    written; the sites' training values go through ``TrainConfig.from_dict``, the one check of training values.
+
+    Raises:
+        OptionError: ``job variable <name>: <problem>``: what NVFlare or a site would refuse (or do no work with)
+            only after the job was submitted.
+    """
+    from fedgin.engine import TrainConfig
+
+    out = dict(values)
+    for key, value in values.items():
+        template = known[key]
+        kind = _KINDS.get(key) or {bool: "bool", int: "int", float: "float", str: "str", list: "list",
+                                   dict: "dict"}.get(type(template))
+        where = f"job variable {key}"
+        if kind:
+            out[key] = value = check_type(where, value, kind)
+        if key in _RANGES:
+            check_range(where, value, **_RANGES[key])
+    merged = {**known, **out}
+    classes = merged["classes"]
+    if not classes or len(set(classes)) != len(classes) or "background" in classes or not all(classes):
+        raise OptionError(f"job variable classes: give distinct class names (not 'background'), got {classes}")
+    if len(merged["size_px"]) != 2 or min(merged["size_px"]) < 1:
+        raise OptionError(f"job variable size_px: two positive integers [H, W], got {merged['size_px']}")
+    if len(merged["spacing_mm"]) != 2 or min(merged["spacing_mm"]) <= 0:
+        raise OptionError(f"job variable spacing_mm: two positive numbers of mm, got {merged['spacing_mm']}")
+    if merged["local_epochs"] < 1 and merged["local_steps"] < 1:
+        raise OptionError("job variables local_epochs and local_steps: a round would train nothing (give "
+                          f"local_epochs >= 1 or local_steps >= 1, got {merged['local_epochs']} and "
+                          f"{merged['local_steps']})")
+    device = merged["device"]
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")
+    model = {k: merged[k] for k in ("channels", "strides", "num_res_units", "norm", "dropout", "domains",
+                                    "test_input")}
+    train = {k: merged[k] for k in ("method", "augment_args", "loss_variant", "batch_size", "lr", "seed")}
+    TrainConfig.from_dict({**train, "model": model}, source="job variables")
+    return out
 
 
 def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,274 @@
+"""Checked values for the command line and configuration files: one place that says what a number may be.
+
+``argparse`` types (``positive_int``, ``nonnegative_int``, ``positive_float``, ``fraction``, ``port``, ``int_list``)
+reject bad values with a message argparse prints as ``fedgin train: error: argument --steps: ...``; ``check_type``
+and ``check_range`` do the same for values read from JSON (``--set``, ``--config``, job and datalist files), and
+raise :class:`OptionError` naming where the value came from (``--set channels``, ``config.json: batch_size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any, Callable
+
+__all__ = ["OptionError", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
+           "port", "int_list", "bounded_int", "parse_json_value", "check_type", "check_range", "type_name",
+           "MAX_SIZE_PX"]
+
+#: the largest in-plane slice size accepted (pixels): 4096² float32 slices are 64 MiB each
+MAX_SIZE_PX = 4096
+
+
+class OptionError(ValueError):
+    """A command-line option or configuration value is of the wrong type or out of range (the message names it)."""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts of steps, rounds, cases, slices per batch)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def bounded_int(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    """An integer in ``[low, high]``; ``what`` explains the upper bound in the message."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}{what}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in ``[0, 1)``."""
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {value:g}")
+    return value
+
+
+def port(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """``16,32,64`` -> ``[16, 32, 64]``; every entry a positive integer."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return [positive_int(p) for p in parts]
+
+
+def parse_json_value(option: str, key: str, raw: str, template: Any = None) -> Any:
+    """The value of ``--set KEY=VALUE``: JSON, or a bare word when the variable holds text.
+
+    Args:
+        option: the option's name for messages (``--set``).
+        key: the variable.
+        raw: the text after ``=``.
+        template: the variable's current (template) value, whose type says whether a bare word is text.
+
+    Raises:
+        OptionError: not valid JSON where JSON is needed, e.g. ``--set channels: not valid JSON: [16,32``.
+    """
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    looks_json = raw.strip()[:1] in set('[{"0123456789-.') or raw.strip() in ("true", "false", "null")
+    if isinstance(template, str) and not looks_json:
+        return raw  # a bare word for a text variable: --set method=gin
+    if template is None and not looks_json and raw.strip():
+        return raw  # a variable of unknown type (checked by its own validation)
+    hint = f" (it holds {type_name(template)}, e.g. {json.dumps(template)})" if template is not None else ""
+    raise OptionError(f"{option} {key}: not valid JSON: {raw}{hint}")
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_type(where: str, value: Any, kind: str) -> Any:
+    """Check a JSON value's type; returns it (ints are accepted where numbers are).
+
+    Args:
+        where: what names the value in a message (``--config run.json: batch_size``).
+        kind: ``int``, ``float``, ``bool``, ``str``, ``list``, ``dict``, ``int_list``, ``str_list``,
+            ``float_list``, ``optional_float_list``.
+
+    Raises:
+        OptionError: naming ``where``, the expected type and the value found.
+    """
+    def bad(expected: str) -> OptionError:
+        return OptionError(f"{where}: expected {expected}, got {json.dumps(value, default=str)} ({type_name(value)})")
+
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_num = (is_int or isinstance(value, float)) and not isinstance(value, bool)
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if not is_int:
+            raise bad("an integer")
+    elif kind == "float":
+        if not is_num or not math.isfinite(value):
+            raise bad("a finite number")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise bad("text")
+    elif kind == "dict":
+        if not isinstance(value, dict):
+            raise bad("an object {...}")
+    elif kind in ("list", "int_list", "str_list", "float_list"):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list [...]")
+        item = {"int_list": "int", "str_list": "str", "float_list": "float"}.get(kind)
+        if item:
+            return [check_type(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    elif kind == "optional_float_list":
+        return None if value is None else check_type(where, value, "float_list")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return value
+
+
+def check_range(where: str, value: float, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise :class:`OptionError` when ``value`` is outside ``[low, high]`` (open ends with ``*_open``)."""
+    if low is not None and (value < low or (low_open and value == low)):
+        raise OptionError(f"{where}: must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise OptionError(f"{where}: must be {'<' if high_open else '<='} {high:g}, got {value:g}")
+
+
+def set_item(text: str) -> tuple[str, str]:
+    """argparse type of ``--set KEY=VALUE``: ``(key, raw text)``; the value is parsed against the variable later."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), raw
+
+
+def kind_of(template: Any) -> str | None:
+    """The ``check_type`` kind of a template value (None: no check)."""
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list",
+            dict: "dict"}.get(type(template))
+
+
+def set_values(items: list[tuple[str, str]] | None, known: dict[str, Any], option: str = "--set") -> dict[str, Any]:
+    """``--set`` items -> checked values: known keys only, each given once, parsed as JSON (a bare word for text
+    variables), of the type of its template value (a float variable takes an integer).
+
+    Raises:
+        OptionError: ``--set KEY: ...`` naming the key and the problem.
+    """
+    out: dict[str, Any] = {}
+    for key, raw in items or []:
+        if key not in known:
+            raise OptionError(f"{option} {key}: unknown; settable: {', '.join(sorted(known))}")
+        if key in out:
+            raise OptionError(f"{option} {key}: given twice")
+        template = known[key]
+        value = parse_json_value(option, key, raw, template)
+        kind = kind_of(template)
+        if kind == "int" and isinstance(value, float) and not value.is_integer():
+            kind = "float" if key in _FLOAT_OK else kind
+        out[key] = check_type(f"{option} {key}", value, kind) if kind and template is not None else value
+    return out
+
+
+#: integer-valued template variables that also take fractional numbers (seconds)
+_FLOAT_OK = {"wait_time_after_min_received"}
+
+#: dataclass field annotation -> check_type kind
+_ANNOTATION_KINDS = {"int": "int", "float": "float", "str": "str", "bool": "bool", "list[str]": "str_list",
+                     "list[int]": "int_list", "list[float]": "float_list"}
+
+
+def check_dataclass_values(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Values for a configuration dataclass (``fedgin experiment --set``): known fields, types from the field
+    annotations, counts >= 0, ``rounds`` >= 1, ``size`` 1..MAX_SIZE_PX, ``spacing`` > 0."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise OptionError(f"{where} {key}: unknown; fields: {', '.join(sorted(fields))}")
+        kind = _ANNOTATION_KINDS.get(str(fields[key].type))
+        name = f"{where} {key}"
+        if kind:
+            value = check_type(name, value, kind)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                if key == "rounds":
+                    check_range(name, item, low=1)
+                elif key == "size":
+                    check_range(name, item, low=1, high=MAX_SIZE_PX)
+                elif key == "spacing":
+                    check_range(name, item, low=0, low_open=True)
+                else:
+                    check_range(name, item, low=0)
+        out[key] = value
+    return out
