@@ -311,7 +311,7 @@ def test_output_symlink_is_refused_and_left_alone(tmp_path, capsys):
     link = tmp_path / "cache_link"
     link.symlink_to(real)
     rc, err = cli(capsys, root, link)
-    assert rc == 2 and f"{link}: the output path is a symbolic link to {real.resolve()}; give the real path" in err
+    assert rc == 2 and f"--output {link}: is a symbolic link to {real.resolve()}; fedgin does not write through" in err
     assert link.is_symlink() and os.readlink(link) == str(real) and snapshot(real) == before
     assert not leftovers(link)
 
@@ -321,9 +321,9 @@ def test_output_under_a_file_or_a_file(tmp_path, capsys):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("mine")
     rc, err = cli(capsys, root, blocker / "sub" / "cache")
-    assert rc == 2 and f"cannot create the output folder: {blocker} is a file, not a folder" in err
+    assert rc == 2 and f"--output {blocker / 'sub' / 'cache'}: cannot be created, {blocker} is a file" in err
     rc, err = cli(capsys, root, blocker)
-    assert rc == 2 and f"{blocker}: output path exists and is not a folder" in err
+    assert rc == 2 and f"--output {blocker}: exists and is a file, not a folder" in err
     assert blocker.read_text() == "mine"
 
 

@@ -32,7 +32,9 @@ def _under_file(path: Path) -> Path | None:
 
 def _check_link(path: Path, option: str) -> None:
     if path.is_symlink():
-        raise OutputPathError(f"{option} {path}: is a symbolic link to {os.readlink(path)}; fedgin does not write "
+        target = os.path.realpath(path)
+        gone = "" if os.path.exists(target) else ", which does not exist"
+        raise OutputPathError(f"{option} {path}: is a symbolic link to {target}{gone}; fedgin does not write "
                               "through or replace links: give the real path")
 
 

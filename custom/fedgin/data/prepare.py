@@ -61,7 +61,8 @@ from fedgin.data.errors import LayoutError, PrepareError
 from fedgin.data.finite import NONFINITE_POLICIES, check_finite, nonfinite_summary
 from fedgin.data.nifti import voxel_spacing
 from fedgin.data.preprocess import Z_RULE, normalization_text, preprocess_case, to_slices
-from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase, broken_link, present
+from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase, present
+from fedgin.outputs import OutputPathError, check_output_dir
 
 __all__ = ["LAYOUTS", "prepare_site", "split_cases"]
 
@@ -135,23 +136,16 @@ def _check_args(
 
 
 def _check_output(output_dir: Path, input_dir: Path) -> None:
-    """Refuse an output that is a symbolic link, a file, below a file, the input, or a folder with other files."""
-    if output_dir.is_symlink():
-        gone = "" if output_dir.exists() else ", which does not exist"
-        raise PrepareError(
-            f"{output_dir}: the output path is a symbolic link to {os.path.realpath(output_dir)}{gone}; give the real "
-            f"path instead (the cache folder is replaced as a whole, which would replace the link by a folder)")
-    for parent in output_dir.parents:
-        if present(parent):
-            if not parent.is_dir():
-                raise PrepareError(broken_link(parent) or f"{output_dir}: cannot create the output folder: {parent} "
-                                                          f"is a file, not a folder")
-            break
+    """Refuse an output that is a symbolic link (the cache folder is replaced as a whole, which would replace the
+    link by a folder), a file, below a file (``fedgin.outputs.check_output_dir``), the input, or a folder with other
+    files."""
+    try:
+        check_output_dir(output_dir, "--output")
+    except OutputPathError as e:
+        raise PrepareError(str(e)) from e
     if output_dir.resolve() == input_dir.resolve():
         raise PrepareError(f"{output_dir}: the output folder cannot be the input folder")
     if output_dir.exists():
-        if not output_dir.is_dir():
-            raise PrepareError(f"{output_dir}: output path exists and is not a folder")
         entries = {p.name for p in output_dir.iterdir()}
         if entries and not ("datalist.json" in entries and entries <= _CACHE_ENTRIES):
             raise PrepareError(
