@@ -2,8 +2,9 @@
 
     python benchmarks/costs.py [--device auto] [--output runs/benchmarks] [--skip-federated]
 
-1. GIN's cost as a fraction of one training step: 256x256 slices, batch 8, the paper's 5-level U-Net
-   (32-64-128-256-512), 4 classes; GIN timed alone and the step with and without GIN, interleaved.
+1. GIN's cost as a fraction of one training step, batch 8, 4 classes, at the demo size (96x96, U-Net 16-32-64-128)
+   and the paper's (256x256, 5-level U-Net 32-64-128-256-512); GIN timed alone and the step with and without GIN,
+   interleaved.
 2. Engine throughput (slices/s) against a bare PyTorch loop with the same model, loss, optimiser, batch and
    in-memory data (demo size: 96x96, U-Net 16-32-64-128, batch 8), interleaved; and the slice cache's loading rate
    (memory-mapped files, the slower path) against the rate training consumes slices.
@@ -11,6 +12,12 @@
    site's task: validating the incoming global model + one local epoch), and the bytes each site sends per round.
 4. Peak memory of a site (resident set size of a process doing one round at demo size; on CUDA also the peak
    allocated GPU memory).
+5. Precision: one training step (no augmentation) in fp32, fp32 + channels-last, and the device's mixed precision
+   (bf16 autocast on CPUs with bf16 matrix units, fp16 on CUDA) with and without channels-last, at the demo size
+   (96x96, U-Net 16-32-64-128) and the paper's (256x256, 5-level U-Net), batch 8, interleaved.
+
+Everything trains in the engine's default precision (mixed where the hardware has it, channels-last); the bare
+loop of 2. runs in the same precision and memory format, so that the ratio measures the engine's own overhead.
 
 Prints a table and writes ``costs.json``.
 """
@@ -32,6 +39,8 @@ import numpy as np
 import torch
 
 DEMO_ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
+#: slice size -> U-Net channels: the demo's and the paper's configuration
+PRECISION_SIZES = {96: [16, 32, 64, 128], 256: [32, 64, 128, 256, 512]}
 
 
 def _sync(device: torch.device) -> None:
@@ -48,28 +57,35 @@ def _timed(fn, device) -> float:
 
 
 def gin_fraction(device: str, repeats: int) -> dict:
+    """GIN alone against one training step with and without GIN, interleaved, at the demo size (96², U-Net
+    16-32-64-128) and the paper's (256², 5-level U-Net), batch 8, in the engine's default precision."""
     from fedgin.augment import build_augmentation
     from fedgin.engine import Engine, TrainConfig
+    from fedgin.engine.precision import precision_name
 
-    model = {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2]}
-    engines = {m: Engine(DEMO_ORGANS, TrainConfig.from_dict({"method": m, "batch_size": 8, "model": model}), device)
-               for m in ("none", "gin")}
-    dev = engines["none"].device
-    gin = build_augmentation("gin").to(dev)
-    x = torch.randn(8, 1, 256, 256, device=dev)
-    y = torch.randint(0, 5, (8, 256, 256), device=dev)
-    g = torch.Generator(device=dev.type).manual_seed(0)
-    for e in engines.values():  # warm-up
-        e.train_batch(x, y)
-    gin(x, generator=g)
-    rows = {"gin_alone": [], "step_none": [], "step_gin": []}
-    for _ in range(repeats):
-        rows["gin_alone"].append(_timed(lambda: gin(x, generator=g), dev))
-        rows["step_none"].append(_timed(lambda: engines["none"].train_batch(x, y), dev))
-        rows["step_gin"].append(_timed(lambda: engines["gin"].train_batch(x, y), dev))
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    return {"device": str(dev), "seconds": med, "gin_over_step": med["gin_alone"] / med["step_none"],
-            "step_gin_over_step_none": med["step_gin"] / med["step_none"], "repeats": repeats}
+    out = {}
+    for size, channels in PRECISION_SIZES.items():
+        model = {"channels": channels, "strides": [2] * (len(channels) - 1)}
+        engines = {m: Engine(DEMO_ORGANS, TrainConfig.from_dict({"method": m, "batch_size": 8, "model": model}),
+                             device) for m in ("none", "gin")}
+        dev = engines["none"].device
+        gin = build_augmentation("gin").to(dev)
+        x = torch.randn(8, 1, size, size, device=dev)
+        y = torch.randint(0, 5, (8, size, size), device=dev)
+        g = torch.Generator(device=dev.type).manual_seed(0)
+        for e in engines.values():  # warm-up
+            e.train_batch(x, y)
+        gin(x, generator=g)
+        rows = {"gin_alone": [], "step_none": [], "step_gin": []}
+        for _ in range(repeats):
+            rows["gin_alone"].append(_timed(lambda: gin(x, generator=g), dev))
+            rows["step_none"].append(_timed(lambda: engines["none"].train_batch(x, y), dev))
+            rows["step_gin"].append(_timed(lambda: engines["gin"].train_batch(x, y), dev))
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        out[str(size)] = {"seconds": med, "gin_over_step": med["gin_alone"] / med["step_none"],
+                          "step_gin_over_step_none": med["step_gin"] / med["step_none"],
+                          "precision": precision_name(engines["none"].autocast_dtype)}
+    return {"device": str(dev), "sizes": out, "repeats": repeats}
 
 
 def _toy_datalist(root: Path, slices: int, size: int) -> Path:
@@ -107,11 +123,14 @@ def engine_vs_bare(device: str, steps: int, repeats: int) -> dict:
         mapped = SliceSet([path], "training", in_memory=False)
         engine = Engine(DEMO_ORGANS, cfg, device)
         dev = engine.device
-        model = build_model(len(DEMO_ORGANS), ModelConfig.from_dict(cfg.to_dict()["model"])).to(dev)
+        model = build_model(len(DEMO_ORGANS), ModelConfig.from_dict(cfg.to_dict()["model"])).to(
+            dev, memory_format=engine.memory_format)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss_fn = SegmentationLoss(len(DEMO_ORGANS), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma,
                                    cfg.loss_variant)
         images = torch.from_numpy(np.concatenate([np.asarray(c.image) for c in memory.cases]))[:, None].to(dev)
+        images = images.contiguous(memory_format=engine.memory_format)
+        amp = dict(device_type=dev.type, dtype=engine.autocast_dtype or torch.float32, enabled=engine.amp)
         labels = torch.from_numpy(np.concatenate([np.asarray(c.label) for c in memory.cases])).long().to(dev)
         rng = np.random.default_rng(0)
 
@@ -119,7 +138,9 @@ def engine_vs_bare(device: str, steps: int, repeats: int) -> dict:
             model.train()
             for _ in range(steps):
                 idx = torch.from_numpy(rng.choice(len(images), 8, replace=False)).to(dev)
-                loss = loss_fn(model(images[idx]), labels[idx])
+                with torch.autocast(**amp):
+                    logits = model(images[idx])
+                loss = loss_fn(logits.float(), labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -143,15 +164,54 @@ def engine_vs_bare(device: str, steps: int, repeats: int) -> dict:
             "load_over_consumption": load_rate / rate_engine, "steps": steps, "repeats": repeats}
 
 
-def federated_round(work: Path, rounds: int) -> dict:
+def precision_speedup(device: str, repeats: int) -> dict:
+    """Seconds per training step (median of interleaved repetitions) per precision variant and size."""
+    from fedgin.engine import Engine, TrainConfig
+    from fedgin.engine.precision import precision_name
+
+    out: dict = {}
+    for size, channels in PRECISION_SIZES.items():
+        model = {"channels": channels, "strides": [2] * (len(channels) - 1)}
+        variants = {}
+        for amp in (False, True):
+            for cl in (False, True):
+                e = Engine(DEMO_ORGANS, TrainConfig.from_dict({"method": "none", "batch_size": 8, "amp": amp,
+                                                               "channels_last": cl, "model": model}), device)
+                if amp and not e.amp:
+                    continue  # no mixed precision on this device: nothing to compare
+                variants[f"{precision_name(e.autocast_dtype)}{' + channels-last' if cl else ''}"] = e
+        dev = next(iter(variants.values())).device
+        x = torch.randn(8, 1, size, size, device=dev)
+        y = torch.randint(0, len(DEMO_ORGANS) + 1, (8, size, size), device=dev)
+        for e in variants.values():  # warm-up
+            e.train_batch(x, y)
+            e.train_batch(x, y)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeats):
+            for k, e in variants.items():
+                times[k].append(_timed(lambda: e.train_batch(x, y), dev))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = med["fp32"]
+        out[str(size)] = {"seconds": med, "speedup_over_fp32": {k: base / v for k, v in med.items()}}
+    from fedgin.engine.precision import cpu_bf16_flags
+
+    return {"device": str(dev), "cpu_bf16_flags": list(cpu_bf16_flags()), "sizes": out, "repeats": repeats}
+
+
+def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.0, channels: list[int] | None = None,
+                    cases: int = 16) -> dict:
+    """Rounds of the demo federation (or another size) in ``nvflare simulator``: round wall time against the
+    site work it contains, and the bytes a site sends."""
     from fedgin.demo import SITES, phantom_sites
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
 
-    phantom_sites(work, 16, DEMO_ORGANS, 4.0, 96, 0)
+    phantom_sites(work, cases, DEMO_ORGANS, spacing, size, 0)
+    channels = channels or PRECISION_SIZES[96]
     job = build_job(work / "job", {"method": "gin", "num_rounds": rounds, "classes": DEMO_ORGANS,
-                                   "data_root": str(work / "data"), "size_px": [96, 96], "spacing_mm": [4.0, 4.0],
-                                   "share_local_models": False})
+                                   "data_root": str(work / "data"), "size_px": [size, size],
+                                   "spacing_mm": [spacing, spacing], "channels": channels,
+                                   "strides": [2] * (len(channels) - 1), "share_local_models": False})
     sim = run_simulator(job, work / "ws", list(SITES), echo=None)
     stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
 
@@ -225,27 +285,41 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--rounds", type=int, default=4, help="simulator rounds (the first is not measured)")
     p.add_argument("--skip-federated", action="store_true")
+    p.add_argument("--only", choices=["precision", "gin"], help="run one measure only")
     a = p.parse_args()
     out = Path(a.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    res = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+    from fedgin.engine.precision import cpu_bf16_flags
+
+    res = {"torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "cpu_bf16_flags": list(cpu_bf16_flags()),
            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    print("1/4 GIN against one training step (256x256, batch 8, 5-level U-Net) ...", flush=True)
+    if a.only:
+        res[a.only] = precision_speedup(a.device, a.repeats) if a.only == "precision" else gin_fraction(
+            a.device, a.repeats)
+        print(json.dumps(res, indent=2))
+        (out / f"costs_{a.only}.json").write_text(json.dumps(res, indent=2))
+        return
+    print("1/5 GIN against one training step (256x256, batch 8, 5-level U-Net) ...", flush=True)
     res["gin"] = gin_fraction(a.device, a.repeats)
-    print("2/4 engine against a bare PyTorch loop, and the slice cache's loading rate ...", flush=True)
+    print("2/5 engine against a bare PyTorch loop, and the slice cache's loading rate ...", flush=True)
     res["throughput"] = engine_vs_bare(a.device, steps=20, repeats=a.repeats)
     if not a.skip_federated:
-        print("3/4 federated rounds in nvflare simulator (demo phantom, 2 sites) ...", flush=True)
+        print("3/5 federated rounds in nvflare simulator (demo phantom, 2 sites) ...", flush=True)
         res["federated"] = federated_round(out / "federated", a.rounds)
-    print("4/4 peak memory of a site ...", flush=True)
+    print("4/5 peak memory of a site ...", flush=True)
     res["memory"] = site_memory(out / "federated", a.device)
+    print("5/5 precision: fp32, channels-last, mixed precision, at 96² and 256² ...", flush=True)
+    res["precision"] = precision_speedup(a.device, a.repeats)
     (out / "costs.json").write_text(json.dumps(res, indent=2))
 
     g, t, m = res["gin"], res["throughput"], res["memory"]
-    lines = ["| measure | value | target |", "|---|---|---|",
-             f"| GIN / one training step (256², batch 8, {g['device']}) | {g['gin_over_step']:.1%} "
-             f"({g['seconds']['gin_alone'] * 1e3:.0f} ms / {g['seconds']['step_none'] * 1e3:.0f} ms) | ≤ 3 % |",
-             f"| step with GIN / step without | {g['step_gin_over_step_none']:.3f} | |",
+    lines = ["| measure | value | target |", "|---|---|---|"]
+    for size, r in g["sizes"].items():
+        lines += [f"| GIN / one training step ({size}², batch 8, {g['device']}, {r['precision']}) | "
+                  f"{r['gin_over_step']:.1%} ({r['seconds']['gin_alone'] * 1e3:.1f} ms / "
+                  f"{r['seconds']['step_none'] * 1e3:.0f} ms) | ≤ 2 % |",
+                  f"| step with GIN / step without ({size}²) | {r['step_gin_over_step_none']:.3f} | |"]
+    lines += [
              f"| engine / bare PyTorch loop (slices/s, 96², batch 8) | {t['engine_over_bare']:.3f} "
              f"({t['engine_slices_per_s']:.0f} / {t['bare_slices_per_s']:.0f}) | ≥ 0.95 |",
              f"| slice cache loading / training consumption | {t['load_over_consumption']:.0f}× "
@@ -261,6 +335,11 @@ def main() -> None:
                  f"({m['rss_after_imports_mib']:.0f} MiB) | |")
     if "peak_gpu_mib" in m:
         lines.append(f"| peak GPU memory of a site | {m['peak_gpu_mib']:.0f} MiB | |")
+    for size, r in res["precision"]["sizes"].items():
+        for k, v in r["speedup_over_fp32"].items():
+            if k != "fp32":
+                lines.append(f"| step speed-up, {k} / fp32 ({size}², batch 8) | {v:.2f}× "
+                             f"({r['seconds']['fp32'] * 1e3:.0f} → {r['seconds'][k] * 1e3:.0f} ms) | |")
     print("\n" + "\n".join(lines))
     print(f"\n{out / 'costs.json'}")
 

@@ -34,6 +34,9 @@ def add_demo_arguments(s: argparse.ArgumentParser) -> None:
                    help="U-Net channels (default 16,32,64,128)")
     s.add_argument("--local-epochs", type=positive_int, default=1, help="local epochs per round (default 1)")
     s.add_argument("--seed", type=nonnegative_int, default=0, help="phantom and training seed")
+    s.add_argument("--precision", choices=["auto", "fp32"], default="auto",
+                   help="auto (default): mixed precision where the hardware has it (bf16 on CPUs with bf16 units, "
+                        "fp16 on CUDA); fp32: full precision everywhere")
     s.add_argument("--threads", type=bounded_int(1, 64, " threads"), default=2,
                    help="clients run in parallel by the simulator")
 
@@ -88,7 +91,8 @@ def run_demo(a: argparse.Namespace) -> dict:
     print(f"[3/4] FedGIN job ({a.method}, {a.rounds} rounds) in nvflare simulator, sites {', '.join(SITES)}")
     values = {"method": a.method, "num_rounds": a.rounds, "classes": organs, "data_root": str(work / "data"),
               "channels": channels, "strides": [2] * (len(channels) - 1), "local_epochs": a.local_epochs,
-              "seed": a.seed, "size_px": [a.size, a.size], "spacing_mm": [a.spacing, a.spacing]}
+              "seed": a.seed, "size_px": [a.size, a.size], "spacing_mm": [a.spacing, a.spacing],
+              "amp": a.precision == "auto"}
     job = build_job(work / f"job_{a.method}", values, name=f"fedgin_{a.method}")
     sim = run_simulator(job, work / f"workspace_{a.method}", list(SITES), threads=a.threads)
     print(f"      simulator finished in {sim['seconds']:.0f} s")

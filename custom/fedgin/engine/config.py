@@ -74,7 +74,11 @@ class TrainConfig:
             focal term; binary only), see ``fedgin.engine.loss``.
         consistency_weight: weight λ of the multi-view consistency loss of augmentations that return several views
             (``gin-ipa``: KL of each view's prediction to the views' mean, λ = 10 as in the reference).
-        amp: automatic mixed precision; only ever active on CUDA.
+        amp: mixed precision where the hardware has it (``fedgin.engine.precision``): fp16 autocast with a grad
+            scaler on CUDA, bf16 autocast on CPUs with bf16 matrix units (AMX / AVX512-BF16), fp32 elsewhere; only
+            the network runs in it (augmentation, loss and metrics stay fp32). False: fp32 everywhere.
+        channels_last: keep the network's weights and activations in channels-last memory order (faster
+            convolutions in oneDNN and cuDNN; the weights' values and shapes are unchanged).
         seed: seeds model init, batch order and the augmentation's generator.
         eval_batch_size: slices per forward pass in evaluation.
         model: the U-Net.
@@ -94,6 +98,7 @@ class TrainConfig:
     loss_variant: str = "monai"
     consistency_weight: float = 10.0
     amp: bool = True
+    channels_last: bool = True
     seed: int = 0
     eval_batch_size: int = 32
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -149,6 +154,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "loss_variant": ("str", {}),
     "consistency_weight": ("float", {"low": 0}),
     "amp": ("bool", {}),
+    "channels_last": ("bool", {}),
     "seed": ("int", {"low": 0}),
     "eval_batch_size": ("int", {"low": 1}),
 }

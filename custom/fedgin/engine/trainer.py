@@ -21,6 +21,7 @@ from fedgin.engine.data import SliceSet
 from fedgin.engine.loss import SegmentationLoss
 from fedgin.engine.metrics import dice_per_class, summarise
 from fedgin.engine.model import build_model
+from fedgin.engine.precision import autocast_dtype
 from fedgin.engine.norm import set_domain
 
 __all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device", "consistency_loss", "logits_to_labels"]
@@ -107,7 +108,8 @@ class Engine:
         self.device = resolve_device(device)
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        self.model = build_model(len(self.classes), cfg.model).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = build_model(len(self.classes), cfg.model).to(self.device, memory_format=self.memory_format)
         self.loss_fn = SegmentationLoss(
             len(self.classes), cfg.lambda_dice, cfg.lambda_focal, cfg.focal_gamma, cfg.loss_variant
         )
@@ -115,8 +117,9 @@ class Engine:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
-        self.amp = bool(cfg.amp and self.device.type == "cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.autocast_dtype = autocast_dtype(self.device, cfg.amp)  # fp16 on CUDA, bf16 on CPUs with bf16 units
+        self.amp = self.autocast_dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.method = get_method(cfg.method)
         if self.method.batch_norm == "domain" and not cfg.model.domains:
             raise ValueError(f"method {cfg.method!r} needs model.domains, e.g. {{'domains': ['ct', 'mri']}}")
@@ -217,16 +220,19 @@ class Engine:
         """
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            images = self.augment(images, generator=self.generator)
+        images = self.augment(images, generator=self.generator)  # float32: GIN's draws and renormalisation
+        images = images.contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.amp):
             logits = self.model(images)
-            views = getattr(self.augment, "views", 1)
-            b = labels.shape[0]
-            loss = self.loss_fn(logits[:b], labels)  # multi-view: segmentation loss on the first view
-            if views > 1:
-                loss = loss + self.config.consistency_weight * consistency_loss(logits.float(), views)
-            if self.adversary is not None:
-                loss = loss + self.adversary.generator_loss(images)
+            adversarial = self.adversary.generator_loss(images) if self.adversary is not None else None
+        logits = logits.float()  # the loss in float32
+        views = getattr(self.augment, "views", 1)
+        b = labels.shape[0]
+        loss = self.loss_fn(logits[:b], labels)  # multi-view: segmentation loss on the first view
+        if views > 1:
+            loss = loss + self.config.consistency_weight * consistency_loss(logits, views)
+        if adversarial is not None:
+            loss = loss + adversarial.float()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.total_steps}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -248,8 +254,9 @@ class Engine:
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C_out, H, W) float32 for images (B, 1, H, W), eval mode, no augmentation."""
         self.model.eval()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            return self.model(images.to(self.device)).float()
+        images = images.to(self.device).contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.amp):
+            return self.model(images).float()
 
     def to_labels(self, logits: torch.Tensor) -> torch.Tensor:
         return logits_to_labels(logits)

@@ -35,6 +35,7 @@ from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.engine.precision import precision_name
 from fedgin.engine import NonFiniteLossError, TrainConfig
 
 __all__ = ["FedGINExecutor", "SITE_CONFIG_FILE", "train_result"]
@@ -168,7 +169,8 @@ class FedGINExecutor(Executor):
             fl_ctx,
             f"site {fl_ctx.get_identity_name()} ({s.modality}): datalist {path}; {s.num_train_samples} training "
             f"slices in {s.train_set.num_cases} cases, {s.val_set.num_cases} validation cases; method "
-            f"{self.train_config.method}; device {s.engine.device}",
+            f"{self.train_config.method}; device {s.engine.device}, {precision_name(s.engine.autocast_dtype)}"
+            f"{', channels-last' if self.train_config.channels_last else ''}",
         )
 
     def _send(self, tag: str, value: float, step: int) -> None:

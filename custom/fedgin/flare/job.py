@@ -182,7 +182,8 @@ def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str,
         raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")
     model = {k: merged[k] for k in ("channels", "strides", "num_res_units", "norm", "dropout", "domains",
                                     "test_input")}
-    train = {k: merged[k] for k in ("method", "augment_args", "loss_variant", "batch_size", "lr", "seed")}
+    train = {k: merged[k] for k in ("method", "augment_args", "loss_variant", "batch_size", "lr", "seed", "amp",
+                                    "channels_last")}
     TrainConfig.from_dict({**train, "model": model}, source="job variables")
     return out
 
