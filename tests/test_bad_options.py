@@ -203,3 +203,11 @@ def test_hand_edited_job_config_fails_at_job_load_naming_the_file(args, expected
         FedGINExecutor(classes=["liver"], **args)
     for text in expected:
         assert text in str(e.value)
+
+
+@pytest.mark.parametrize("argv", [["compare", "--organs", ","], ["compare", "--methods", ","],
+                                  ["experiment", "heart", "--methods", " "],
+                                  ["experiment", "abdomen-crossmodality", "--organs", ","]])
+def test_an_empty_list_of_names_is_refused(tmp_path, capsys, argv):
+    _fails(capsys, [*argv, "--output", str(tmp_path / "out")], "give at least one name")
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from fedgin.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
-                            nonnegative_int, positive_float, positive_int, set_item, set_values)
+                            name_list, nonnegative_int, positive_float, positive_int, set_item, set_values)
 
 DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 TEST_INPUT_CHOICES = ["raw", "reference", "freesdg-hfc", "raffesdg-butterworth"]
@@ -33,19 +33,12 @@ def layout_names() -> list[str]:
     return list(LAYOUTS)
 
 
-def _names(text: str, option: str) -> list[str]:
-    """A comma-separated list option; empty is an error (a run over nothing does no work)."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise OptionError(f"{option}: give at least one name, got {text!r}")
-    return names
-
-
 def _organs(text: str) -> list[str]:
-    organs = [o.strip() for o in text.split(",") if o.strip()]
-    if not organs:
-        raise argparse.ArgumentTypeError("give at least one organ")
-    return organs
+    """argparse type of ``--organs`` (``fedgin.options.name_list``)."""
+    try:
+        return name_list(text, "--organs")
+    except OptionError:
+        raise argparse.ArgumentTypeError("give at least one organ") from None
 
 
 #: argparse type of every slice size option
@@ -185,7 +178,7 @@ def _cmd_preview(a: argparse.Namespace) -> int:
     from fedgin.methods import get_method
     from fedgin.preview import phantom_slices, preview_png, slices_from_datalist, slices_from_nifti
 
-    methods = _names(a.methods, "--methods")
+    methods = name_list(a.methods, "--methods")
     for m in methods:
         get_method(m)  # an unknown method fails before any work
     slices = [slices_from_datalist(d, a.case) for d in a.data or []]
@@ -237,6 +230,15 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     from fedgin.demo import phantom_sites
     from fedgin.methods import METHODS
 
+    from fedgin.compare import SETTINGS
+
+    methods = name_list(a.methods, "--methods") if a.methods is not None else default_methods()
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    settings = name_list(a.settings, "--settings")
+    if set(settings) - set(SETTINGS):
+        raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(SETTINGS))}; known: {list(SETTINGS)}")
     out = Path(a.output).resolve()
     if a.data_root:
         root = Path(a.data_root)
@@ -244,18 +246,9 @@ def _cmd_compare(a: argparse.Namespace) -> int:
         missing = [str(p) for p in datalists.values() if not p.is_file()]
         if missing:
             raise OptionError(f"--data-root {root}: no {', '.join(missing)} (compare needs site-ct and site-mri)")
-    else:
-        datalists = phantom_sites(out / "phantom_data", a.cases, _organs(a.organs), a.spacing, a.size, a.seed,
-                                  step="phantom data: ")
-    methods = _names(a.methods, "--methods") if a.methods is not None else default_methods()
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
-    settings = _names(a.settings, "--settings")
-    from fedgin.compare import SETTINGS
-
-    if set(settings) - set(SETTINGS):
-        raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(SETTINGS))}; known: {list(SETTINGS)}")
+    else:  # the arguments are checked before any phantom is made
+        datalists = phantom_sites(out / "phantom_data", a.cases, name_list(a.organs, "--organs"), a.spacing,
+                                  a.size, a.seed, step="phantom data: ")
     run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seed, test_input=a.test_input)
     print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
@@ -274,11 +267,11 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         if getattr(a, key) is not None:
             values[key] = getattr(a, key)
     if a.methods is not None:
-        values["methods"] = _names(a.methods, "--methods")
+        values["methods"] = name_list(a.methods, "--methods")
     if a.organs:
         if "organs" not in fields:
             raise ValueError(f"--organs: experiment {a.name} has fixed classes")
-        values["organs"] = _organs(a.organs)
+        values["organs"] = name_list(a.organs, "--organs")
     from fedgin.methods import METHODS
 
     unknown = sorted(set(values.get("methods", [])) - set(METHODS))

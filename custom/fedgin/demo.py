@@ -80,11 +80,12 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
 def run_demo(a: argparse.Namespace) -> dict:
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
+    from fedgin.options import name_list
     from fedgin.workflows import evaluate, format_dice_table
 
     t_start = time.perf_counter()
     work = Path(a.workdir).resolve()
-    organs = [o.strip() for o in a.organs.split(",") if o.strip()]
+    organs = name_list(a.organs, "--organs")
     channels = list(a.channels)
     datalists = phantom_sites(work, a.cases, organs, a.spacing, a.size, a.seed)
 

@@ -14,7 +14,7 @@ import math
 from typing import Any, Callable
 
 __all__ = ["OptionError", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
-           "port", "int_list", "bounded_int", "parse_json_value", "check_type", "check_range", "type_name",
+           "port", "int_list", "name_list", "bounded_int", "parse_json_value", "check_type", "check_range", "type_name",
            "MAX_SIZE_PX"]
 
 #: the largest in-plane slice size accepted (pixels): 4096² float32 slices are 64 MiB each
@@ -104,6 +104,18 @@ def int_list(text: str) -> list[int]:
     if not parts or any(not p for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return [positive_int(p) for p in parts]
+
+
+def name_list(text: str, option: str) -> list[str]:
+    """A comma-separated list of names (``liver,spleen``); none at all is an error (a run over nothing does no work).
+
+    Raises:
+        OptionError: ``<option>: give at least one name, got ','``.
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise OptionError(f"{option}: give at least one name, got {text!r}")
+    return names
 
 
 def parse_json_value(option: str, key: str, raw: str, template: Any = None) -> Any:

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, port, positive_float, positive_int,
-                            set_item)
+from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, name_list, nonnegative_int, port, positive_float,
+                            positive_int, set_item)
 
 __all__ = ["add_poc_parser"]
 
@@ -42,7 +42,7 @@ def _datalists(a: argparse.Namespace) -> dict[str, Path]:
         return found
     from fedgin.demo import phantom_sites
 
-    organs = [o.strip() for o in a.organs.split(",") if o.strip()]
+    organs = name_list(a.organs, "--organs")
     print(f"no --data-root or --site: demo phantom sites in {a.phantom_dir}")
     return phantom_sites(Path(a.phantom_dir).resolve(), a.cases, organs, a.spacing, a.size, a.seed,
                          step="  [{i}/2] ")
