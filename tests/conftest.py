@@ -1,12 +1,20 @@
-"""Shared fixtures: tiny slice caches written directly in the datalist contract (no NIfTI, no prepare)."""
+"""Shared fixtures: tiny slice caches written directly in the datalist contract (no NIfTI, no prepare); each
+pytest-xdist worker's share of the cores; the slowest tests first, so that parallel workers end together."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # every worker (and the simulator, POC and CLI processes it starts) gets its share of the cores: without it
+    # each process starts one OpenMP thread per core and the oversubscribed threads run ~10x slower
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "totalseg-ct-example"
@@ -63,3 +71,23 @@ def toy_sites(tmp_path):
         "site-mri": write_toy_site(tmp_path / "data", "site-mri", "mri", classes,
                                    {"training": 2, "validation": 1, "test": 1}, seed=1),
     }
+
+
+#: tests that run longest (seconds on 2 cores), started first so that no worker is left running one at the end
+_FIRST = ("test_poc.py::test_poc_federation", "test_experiments.py::", "test_compare.py::test_compare_writes",
+          "test_faults.py::", "test_simulator.py::")
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        hit = [i for i, key in enumerate(_FIRST) if key in item.nodeid]
+        return hit[0] if hit else len(_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: the order within a rank is the collection order

@@ -1,4 +1,5 @@
-"""``fedgin compare`` at toy size: grid, federated FedBN through local models, report files, resume."""
+"""``fedgin compare`` at toy size: grid, federated FedBN through local models, reference test input, report files,
+resume."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ def test_grid_skips_cells_that_make_no_sense():
 
 
 def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
+    """Also --test-input reference: FMAug's FLARE job and its global model carry FreeSDG's test filter."""
     out = tmp_path / "cmp"
-    run_grid(toy_sites, out, ["none", "fedbn"], ["centralized", "federated"], rounds=1, channels=[8, 16, 32])
-    cells = ["centralized__none", "federated__none", "federated__fedbn"]
+    grid_args = dict(rounds=1, channels=[8, 16, 32], test_input="reference")
+    run_grid(toy_sites, out, ["fmaug", "fedbn"], ["centralized", "federated"], **grid_args)
+    cells = ["centralized__fmaug", "federated__fmaug", "federated__fedbn"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(cells)
     rows = list(csv.DictReader(open(out / "dice.csv")))
     assert {r["setting"] for r in rows} == {"centralized", "federated"}
@@ -29,23 +32,31 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert table.count("\n") == 2 + len(cells) and "**" in table
     ratios = list(csv.DictReader(open(out / "ratios.csv")))
-    assert [r["method"] for r in ratios] == ["none"] and float(ratios[0]["ratio"]) > 0
+    assert [r["method"] for r in ratios] == ["fmaug"] and float(ratios[0]["ratio"]) > 0
     assert (out / "dice.png").stat().st_size > 5000
     fedbn = json.loads((out / "runs" / "federated__fedbn" / "result.json").read_text())
     assert fedbn["model"] == "local models" and {c["site"] for c in fedbn["cases"]} == {"site-ct", "site-mri"}
     assert set(fedbn["summary"]["per_modality"]) == {"ct", "mri"} and "n/a" not in table
+    cfg = json.loads((out / "runs" / "federated__fmaug" / "job" / "app" / "config" / "config_fed_server.json")
+                     .read_text())
+    assert cfg["test_input"] == "freesdg-hfc"
+    from fedgin.engine.checkpoint import load_model_file
+
+    model_file = next((out / "runs" / "federated__fmaug" / "workspace").rglob("FL_global_model.pt"))
+    model, meta = load_model_file(model_file)
+    assert model.test_input == "freesdg-hfc" and meta["model_config"]["test_input"] == "freesdg-hfc"
     from fedgin.curves import run_curves
 
     assert (out / "curves.png").stat().st_size > 10_000  # training curves read back from the TensorBoard events
-    fed = run_curves(out / "runs" / "federated__none")
+    fed = run_curves(out / "runs" / "federated__fmaug")
     assert fed["dice"][0].tolist() == [1.0] and 0 <= fed["dice"][1][0] <= 1  # 1 round: the global model's Dice
-    assert len(run_curves(out / "runs" / "centralized__none")["loss"][0]) > 1
+    assert len(run_curves(out / "runs" / "centralized__fmaug")["loss"][0]) > 1
     # an interrupted grid resumes: finished cells are kept, a missing one is redone
-    (out / "runs" / "centralized__none" / "result.json").unlink()
+    (out / "runs" / "centralized__fmaug" / "result.json").unlink()
     capsys.readouterr()
-    run_grid(toy_sites, out, ["none", "fedbn"], ["centralized", "federated"], rounds=1, channels=[8, 16, 32])
+    run_grid(toy_sites, out, ["fmaug", "fedbn"], ["centralized", "federated"], **grid_args)
     log = capsys.readouterr().out
-    assert log.count("done before, kept") == 2 and "centralized none ..." in log
+    assert log.count("done before, kept") == 2 and "centralized fmaug ..." in log
 
 
 def test_resume_refuses_a_grid_made_with_other_parameters(toy_sites, tmp_path):
@@ -55,17 +66,3 @@ def test_resume_refuses_a_grid_made_with_other_parameters(toy_sites, tmp_path):
         run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=2, channels=[8, 16, 32])
     with pytest.raises(ValueError, match="test_input"):
         run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=1, channels=[8, 16, 32], test_input="reference")
-
-
-def test_reference_test_input_reaches_the_federated_model(toy_sites, tmp_path):
-    """With --test-input reference, FMAug's FLARE job and its global model carry FreeSDG's test filter."""
-    out = tmp_path / "cmp"
-    run_grid(toy_sites, out, ["fmaug"], ["federated"], rounds=1, channels=[8, 16, 32], test_input="reference")
-    cfg = json.loads((out / "runs" / "federated__fmaug" / "job" / "app" / "config" / "config_fed_server.json")
-                     .read_text())
-    assert cfg["test_input"] == "freesdg-hfc"
-    from fedgin.engine.checkpoint import load_model_file
-
-    model_file = next((out / "runs" / "federated__fmaug" / "workspace").rglob("FL_global_model.pt"))
-    model, meta = load_model_file(model_file)
-    assert model.test_input == "freesdg-hfc" and meta["model_config"]["test_input"] == "freesdg-hfc"
