@@ -23,7 +23,7 @@ def add_demo_arguments(s: argparse.ArgumentParser) -> None:
 
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
     s.add_argument("--method", default="gin", choices=sorted(METHODS), help="gin = FedGIN, none = plain FedAvg")
-    s.add_argument("--rounds", type=positive_int, default=30, help="federated rounds (default 30; paper 100)")
+    s.add_argument("--rounds", type=positive_int, default=25, help="federated rounds (default 25; paper 100)")
     s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
                    default=16, help="phantom cases per site (default 16)")
     s.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="comma-separated classes")
