@@ -66,3 +66,22 @@ def test_resume_refuses_a_grid_made_with_other_parameters(toy_sites, tmp_path):
         run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=2, channels=[8, 16, 32])
     with pytest.raises(ValueError, match="test_input"):
         run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=1, channels=[8, 16, 32], test_input="reference")
+    with pytest.raises(ValueError, match="other parameters.*train"):
+        run_grid(toy_sites, out, ["none"], ["single-ct"], rounds=1, channels=[8, 16, 32], train={"sampler": "organ"})
+
+
+def test_train_values_reach_every_run(toy_sites, tmp_path):
+    from fedgin.engine.checkpoint import load_model_file
+    from fedgin.runs import train_run
+
+    trained = train_run("local", "none", {"site-ct": toy_sites["site-ct"]}, tmp_path / "run", rounds=1,
+                        channels=[8, 16], train={"sampler": "organ", "model": {"dropout": 0.1}})
+    _, meta = load_model_file(trained["model"])
+    assert meta["model_config"]["dropout"] == 0.1 and meta["model_config"]["channels"] == [8, 16]
+    with pytest.raises(ValueError, match="own arguments"):
+        train_run("local", "none", {"site-ct": toy_sites["site-ct"]}, tmp_path / "r2", rounds=1, channels=[8, 16],
+                  train={"seed": 3})
+    with pytest.raises(ValueError, match="sampler"):
+        train_run("federated", "none", toy_sites, tmp_path / "r3", rounds=1, channels=[8, 16],
+                  train={"sampler": "balanced"})
+    assert not (tmp_path / "r3").exists()  # refused before any job was written

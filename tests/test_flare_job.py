@@ -85,3 +85,41 @@ def test_fedgin_job_takes_the_task_from_the_sites(toy_sites, tmp_path):
     assert server["classes"] == ["disc", "square"] and server["num_classes"] == 2 and server["size_px"] == [32, 32]
     bad = subprocess.run(cmd + ["--organs", "liver"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "differs" in bad.stderr
+
+
+def _resolve(node, values):
+    """NVFlare's substitution of ``"{name}"`` strings by the config's top-level values, for the test."""
+    if isinstance(node, dict):
+        return {k: _resolve(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, values) for v in node]
+    if isinstance(node, str) and node.startswith("{") and node.endswith("}") and node[1:-1] in values:
+        return values[node[1:-1]]
+    return node
+
+
+def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
+    import dataclasses
+
+    from fedgin.engine import TrainConfig
+    from fedgin.flare.executor import FedGINExecutor
+    from fedgin.flare.job import TRAIN_VARIABLES, train_job_values
+
+    assert set(TRAIN_VARIABLES) == {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    train = {"sampler": "organ", "consistency_weight": 2.0, "loss_variant": "authors", "weight_decay": 0.01,
+             "plateau_patience": 5, "focal_gamma": 1.0, "eval_batch_size": 4, "augment_args": {"per_sample": False},
+             "model": {"dropout": 0.3, "num_res_units": 1}}
+    values = {"classes": ["liver"], "method": "gin", "channels": [8, 16, 32], "strides": [2, 2],
+              **train_job_values(train)}
+    job = build_job(tmp_path / "job", values)
+    client = json.loads((job / "app/config/config_fed_client.json").read_text())
+    args = _resolve(client["executors"][0]["executor"]["args"], client)
+    cfg = FedGINExecutor(**args).train_config
+    for key, value in train.items():
+        if key != "model":
+            assert getattr(cfg, key) == value, key
+    assert (cfg.model.dropout, cfg.model.num_res_units, cfg.model.channels) == (0.3, 1, (8, 16, 32))
+    with pytest.raises(ValueError, match="sampler"):
+        build_job(tmp_path / "bad", {**values, "sampler": "balanced"})
+    with pytest.raises(ValueError, match="not TrainConfig fields"):
+        train_job_values({"num_rounds": 3})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 
 from fedgin.augment import GINIPA
@@ -30,6 +33,21 @@ def test_first_two_views_blend_two_gin_draws_the_opposite_ways():
     torch.testing.assert_close(out[2:4], g1 * (1 - m) + g2 * m)
     torch.testing.assert_close(out[:2] + out[2:4], g1 + g2)  # complementary
     torch.testing.assert_close(out[4:], g3)
+
+
+def test_consistency_loss_is_the_original_codes_kl_of_the_mean_to_each_view():
+    """One pixel, two classes, views p1 = p2 = (0.5, 0.5), p3 = (0.9, 0.1): p̄ = (19/30, 11/30); the loss is
+    KL(p̄ ‖ p_v) summed over the classes, averaged over the 3 views and the 2 classes (KLDivLoss "mean")."""
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [math.log(0.9), math.log(0.1)]]).view(3, 2, 1, 1)
+    views = [(0.5, 0.5), (0.5, 0.5), (0.9, 0.1)]
+    mean = (19 / 30, 11 / 30)
+    by_hand = sum(m * math.log(m / q) for v in views for m, q in zip(mean, v)) / (3 * 2)
+    assert float(consistency_loss(logits, 3)) == pytest.approx(by_hand, rel=1e-5)  # 0.0543...
+    reverse = sum(q * math.log(q / m) for v in views for m, q in zip(mean, v)) / (3 * 2)
+    assert abs(by_hand - reverse) > 1e-3  # the direction matters on this input
+    # binary: one sigmoid channel is the two classes (1 - p, p)
+    binary = torch.tensor([0.0, 0.0, math.log(0.1 / 0.9)]).view(3, 1, 1, 1)
+    assert float(consistency_loss(binary, 3)) == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_consistency_loss_is_zero_only_for_agreeing_views():

@@ -225,6 +225,17 @@ def _cmd_job(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_values(items: list[tuple[str, str]] | None) -> dict:
+    """``--train KEY=JSON`` items -> checked ``TrainConfig`` values (any field but method and seed, which have
+    their own options; ``model`` takes a JSON object of ``ModelConfig`` fields)."""
+    from fedgin.engine import TrainConfig
+
+    template = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("method", "seed")}
+    values = set_values(items, template, "--train")
+    TrainConfig.from_dict(values, source="--train")
+    return values
+
+
 def _cmd_compare(a: argparse.Namespace) -> int:
     from fedgin.compare import default_methods, run_grid
     from fedgin.demo import phantom_sites
@@ -237,6 +248,7 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
     settings = name_list(a.settings, "--settings")
+    train = _train_values(a.train)
     if set(settings) - set(SETTINGS):
         raise ValueError(f"unknown setting(s) {sorted(set(settings) - set(SETTINGS))}; known: {list(SETTINGS)}")
     out = Path(a.output).resolve()
@@ -249,7 +261,7 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     else:  # the arguments are checked before any phantom is made
         datalists = phantom_sites(out / "phantom_data", a.cases, name_list(a.organs, "--organs"), a.spacing,
                                   a.size, a.seed, step="phantom data: ")
-    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seed, test_input=a.test_input)
+    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seed, test_input=a.test_input, train=train)
     print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
 
@@ -263,6 +275,8 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(config_cls)}
     template = {**{k: getattr(config_cls(), k) for k in fields}, **defaults}
     values = check_dataclass_values(config_cls, set_values(a.set, template), "--set")
+    if a.train:
+        values["train"] = {**values.get("train", {}), **_train_values(a.train)}
     for key in ("rounds", "seed"):
         if getattr(a, key) is not None:
             values[key] = getattr(a, key)
@@ -428,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
                    help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
+    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON",
+                   help="any TrainConfig value of every run, e.g. --train sampler=organ --train loss_variant=authors "
+                        "--train consistency_weight=2 --train 'augment_args={\"per_sample\":false}'")
     s.set_defaults(func=_cmd_compare)
 
     from fedgin.experiments import EXPERIMENTS
@@ -446,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=nonnegative_int)
     s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any field of the experiment's configuration, e.g. --set 'ct_counts=[0,20,40,100]'")
+    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON",
+                   help="any TrainConfig value of every run, e.g. --train sampler=organ --train loss_variant=authors "
+                        "--train consistency_weight=2 --train 'augment_args={\"per_sample\":false}'")
     s.set_defaults(func=_cmd_experiment)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")

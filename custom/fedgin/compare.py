@@ -49,17 +49,19 @@ def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
 
 
 def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, rounds: int, channels: list[int],
-            seed: int, test_input: str = "raw", tests: list[Path] | None = None) -> dict[str, Any]:
+            seed: int, test_input: str = "raw", tests: list[Path] | None = None,
+            train: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.workflows.evaluate`` format).
 
     ``tests``: datalists whose ``test`` cases are scored (default: the test cases of site-ct and site-mri).
+    ``train``: further ``TrainConfig`` values of every run (``fedgin.runs.train_run``).
     """
     from fedgin.runs import evaluate_run, train_run
 
     train_on = {"single-ct": ["site-ct"], "single-mri": ["site-mri"]}.get(setting, ["site-ct", "site-mri"])
     kind = "local" if setting.startswith("single") else setting
     trained = train_run(kind, method, {s: datalists[s] for s in train_on}, out, rounds=rounds, channels=channels,
-                        seed=seed, test_input=test_input)
+                        seed=seed, test_input=test_input, train=train)
     result = evaluate_run(trained, tests or [datalists["site-ct"], datalists["site-mri"]], "test",
                           site_modality={"site-ct": "ct", "site-mri": "mri"})
     result["seconds"] = trained["seconds"]
@@ -68,17 +70,22 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
 
 def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], settings: list[str], rounds: int,
              channels: list[int], seed: int = 0, test_input: str = "raw", tests: list[Path] | None = None,
-             report: bool = True) -> Path:
+             report: bool = True, train: dict[str, Any] | None = None) -> Path:
     """Run every missing cell of the grid, then (with ``report``) write the report; returns the grid folder.
 
     ``test_input``: ``"raw"`` or ``"reference"`` (each method's reference test-time filter, ``fedgin.methods``).
     ``tests``: datalists whose test cases are scored (default: those of site-ct and site-mri).
+    ``train``: further ``TrainConfig`` values of every cell (e.g. ``{"sampler": "organ"}``); part of the grid's
+    parameters, so a grid resumes only with the same ones.
     """
     output.mkdir(parents=True, exist_ok=True)
     every = {**datalists, **{f"test:{Path(t).parent.name}": t for t in tests or []}}
     data = {site: hashlib.sha1(Path(d).read_bytes()).hexdigest()[:12] for site, d in sorted(every.items())}
-    _check_grid_params(output, {"rounds": rounds, "channels": list(channels), "seed": seed, "test_input": test_input,
-                                "datalists_sha1": data})
+    params = {"rounds": rounds, "channels": list(channels), "seed": seed, "test_input": test_input,
+              "datalists_sha1": data}
+    if train:
+        params["train"] = train
+    _check_grid_params(output, params)
     cells = grid(methods, settings)
     for i, (setting, method) in enumerate(cells, 1):
         cell = output / "runs" / f"{setting}__{method}"
@@ -88,7 +95,7 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
             continue
         print(f"[{i}/{len(cells)}] {setting} {method} ...", flush=True)
         cell.mkdir(parents=True, exist_ok=True)
-        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input, tests)
+        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input, tests, train)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"setting": setting, "method": method, **result}, default=str))
         tmp.replace(done)  # a cell counts as done only once its result is complete

@@ -34,7 +34,7 @@ def _model_values(method: str, channels: list[int], test_input: str) -> dict[str
 
 def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, rounds: int, channels: list[int],
               seed: int = 0, test_input: str = "raw", heldout: Path | None = None,
-              job_values: dict[str, Any] | None = None) -> dict[str, Any]:
+              job_values: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one model; returns ``{"model": path | {site: path} (FedBN), "seconds": float, ...}``.
 
     Args:
@@ -42,6 +42,9 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         sites: site name → datalist path (the federation's clients, or the data pooled).
         heldout: federated only: the held-out site whose validation cases select the best global model.
         job_values: extra job variables for the federated run (e.g. ``{"local_epochs": 2}``).
+        train: further ``TrainConfig`` values (plain JSON, e.g. ``{"sampler": "organ", "loss_variant":
+            "authors"}``; ``model`` a dict of ``ModelConfig`` values), for every setting; the job variables of the
+            same names in a federation. ``method`` and ``seed`` are the arguments.
     """
     from fedgin.engine import TrainConfig
     from fedgin.methods import get_method
@@ -49,17 +52,24 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; known: {SETTINGS}")
     method_obj = get_method(method)
-    model = _model_values(method, channels, test_input)
+    train = dict(train or {})
+    clash = sorted({"method", "seed"} & set(train))
+    if clash:
+        raise ValueError(f"train values {clash}: give them as the run's own arguments")
+    model = {**_model_values(method, channels, test_input), **dict(train.pop("model", None) or {})}
+    cfg = TrainConfig.from_dict({**train, "method": method, "seed": seed, "model": model}, source="train values")
     t0 = time.perf_counter()
     if setting == "federated":
-        return _federated(method, sites, out, rounds, seed, model, heldout, job_values or {}, t0)
+        from fedgin.flare.job import train_job_values
+
+        extra = {**train_job_values({**train, "model": model}), **(job_values or {})}
+        return _federated(method, sites, out, rounds, seed, {}, heldout, extra, t0)
     if method_obj.batch_norm == "local" or method_obj.adversarial:
         raise ValueError(f"method {method!r} needs a federation (setting 'federated')")
     if setting == "local" and len(sites) != 1:
         raise ValueError(f"local training takes one site, got {sorted(sites)}")
     from fedgin.workflows import train
 
-    cfg = TrainConfig.from_dict({"method": method, "seed": seed, "model": model})
     res = train(list(sites.values()), out / "train", cfg, epochs=rounds, progress=False)
     return {"model": res["model"], "seconds": time.perf_counter() - t0}
 

@@ -7,7 +7,8 @@ two the opposite ways, which breaks the spatial correlation between intensity an
 
 ``forward`` returns the three views stacked along the batch axis, (3B, C, H, W), and sets ``views = 3`` so the
 engine computes the segmentation loss on the first B predictions (as the reference code does) and adds the
-consistency loss: λ·mean over views of KL(p_view ‖ mean of the three p), λ = 10 (``TrainConfig.consistency_weight``).
+consistency loss of the original code: λ·KL(p̄ ‖ p_view), p̄ the mean of the three views' class probabilities,
+averaged over views, pixels and classes, λ = 10 (``TrainConfig.consistency_weight``; ``engine.trainer.consistency_loss``).
 
 The field follows the reference's recipe (control points every ``spacing`` pixels drawn from N(0, 1), interpolated,
 exponentiated in log space and rescaled to [1 − ε, 1 + ε] with ε = 0.3, then min-max scaled to [0, 1]); bicubic

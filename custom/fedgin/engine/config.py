@@ -73,7 +73,11 @@ class TrainConfig:
         loss_variant: ``monai`` (MONAI DiceFocalLoss, default) or ``authors`` (the FedGIN code's pos-weighted
             focal term; binary only), see ``fedgin.engine.loss``.
         consistency_weight: weight λ of the multi-view consistency loss of augmentations that return several views
-            (``gin-ipa``: KL of each view's prediction to the views' mean, λ = 10 as in the reference).
+            (``gin-ipa``: KL(p̄ ‖ p_view) averaged over views, pixels and classes, λ = 10, as in the original code).
+        sampler: which slices make a training batch. ``uniform``: a shuffled pass over all slices. ``organ`` (the
+            FedGIN authors' ``clients/sampler.py``): each batch draws its number of slices showing any class from a
+            binomial with their share of the data, then holds at least one slice with and one without, drawn
+            without replacement from pools refilled when they run out; ``len // batch_size`` batches per epoch.
         amp: mixed precision where the hardware has it (``fedgin.engine.precision``): fp16 autocast with a grad
             scaler on CUDA, bf16 autocast on CPUs with bf16 matrix units (AMX / AVX512-BF16), fp32 elsewhere; only
             the network runs in it (augmentation, loss and metrics stay fp32). False: fp32 everywhere.
@@ -97,6 +101,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     loss_variant: str = "monai"
     consistency_weight: float = 10.0
+    sampler: str = "uniform"
     amp: bool = True
     channels_last: bool = True
     seed: int = 0
@@ -116,6 +121,8 @@ class TrainConfig:
 
             if values["method"] not in METHODS:
                 raise OptionError(f"{where}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
+        if values.get("sampler", "uniform") not in SAMPLERS:
+            raise OptionError(f"{where}: sampler: must be one of {list(SAMPLERS)}, got {values['sampler']!r}")
         if values.get("loss_variant", "monai") not in ("monai", "authors"):
             raise OptionError(f"{where}: loss_variant: must be 'monai' or 'authors', got {values['loss_variant']!r}")
         values["model"] = ModelConfig.from_dict(values.get("model"), source)
@@ -138,6 +145,9 @@ def _check_keys(cls: type, values: dict[str, Any], where: str) -> None:
         raise OptionError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
 
 
+#: ``TrainConfig.sampler`` values (``fedgin.engine.data.SliceSet.epoch``)
+SAMPLERS = ("uniform", "organ")
+
 #: field -> (JSON kind of ``fedgin.options.check_type``, check_range keyword arguments)
 _TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "method": ("str", {}),
@@ -153,6 +163,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "focal_gamma": ("float", {"low": 0}),
     "loss_variant": ("str", {}),
     "consistency_weight": ("float", {"low": 0}),
+    "sampler": ("str", {}),
     "amp": ("bool", {}),
     "channels_last": ("bool", {}),
     "seed": ("int", {"low": 0}),

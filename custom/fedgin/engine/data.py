@@ -15,7 +15,7 @@ import torch
 from fedgin.data.datalist import DatalistError, case_paths, load_datalist, task_labels
 from fedgin.data.finite import nonfinite_summary
 
-__all__ = ["CaseSlices", "SliceSet"]
+__all__ = ["CaseSlices", "SliceSet", "organ_batches"]
 
 
 @dataclass
@@ -89,6 +89,7 @@ class SliceSet:
         self._index = np.concatenate(
             [np.stack([np.full(c.image.shape[0], i), np.arange(c.image.shape[0])], 1) for i, c in enumerate(self.cases)]
         ) if self.cases else np.zeros((0, 2), dtype=np.int64)
+        self._foreground: np.ndarray | None = None
 
     @staticmethod
     def _load_case(datalist: dict, case: dict, in_memory: bool) -> CaseSlices:
@@ -136,28 +137,48 @@ class SliceSet:
         labels = np.stack([self.cases[c].label[s] for c, s in pairs])
         return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
 
-    def epoch(self, batch_size: int, rng: np.random.Generator, by_modality: bool = False) -> Iterator[np.ndarray]:
-        """One shuffled pass: ``len(self) // batch_size`` index batches (at least one when non-empty).
+    def epoch(self, batch_size: int, rng: np.random.Generator, by_modality: bool = False,
+              sampler: str = "uniform") -> Iterator[np.ndarray]:
+        """One pass: ``len(self) // batch_size`` index batches (at least one when non-empty).
 
-        With ``by_modality`` every batch holds slices of one modality only (for domain-specific batch norm): the
-        slices of each modality are shuffled and cut into batches, and the batches are shuffled together.
+        ``sampler``: ``uniform`` cuts one shuffled permutation into batches; ``organ`` composes each batch from
+        slices with and without any labelled class (``organ_batches``). With ``by_modality`` every batch holds
+        slices of one modality only (for domain-specific batch norm): each modality's slices are batched apart and
+        the batches are shuffled together.
         """
         if len(self) == 0:
             return
-        if not by_modality:
-            order = rng.permutation(len(self))
-            n = max(1, len(self) // batch_size)
-            for i in range(n):
-                yield order[i * batch_size : (i + 1) * batch_size]
-            return
-        modality = np.array([self.cases[c].modality for c in self._index[:, 0]])
+        if sampler not in ("uniform", "organ"):
+            raise ValueError(f"sampler must be 'uniform' or 'organ', got {sampler!r}")
+        if by_modality:
+            modality = np.array([self.cases[c].modality for c in self._index[:, 0]])
+            groups = [np.flatnonzero(modality == m) for m in sorted(set(modality))]
+        else:
+            groups = [np.arange(len(self))]
         batches = []
-        for m in sorted(set(modality)):
-            idx = rng.permutation(np.flatnonzero(modality == m))
-            n = max(1, len(idx) // batch_size)
-            batches += [idx[i * batch_size : (i + 1) * batch_size] for i in range(n)]
+        for pool in groups:
+            if sampler == "organ":
+                batches += organ_batches(pool, self.foreground[pool], batch_size, rng)
+            else:
+                order = rng.permutation(pool)
+                n = max(1, len(order) // batch_size)
+                batches += [order[i * batch_size : (i + 1) * batch_size] for i in range(n)]
+        if len(groups) == 1:
+            yield from batches
+            return
         for i in rng.permutation(len(batches)):
             yield batches[i]
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """(N,) bool: slice i shows at least one labelled class (computed once)."""
+        if self._foreground is None:
+            flags = np.zeros(len(self), dtype=bool)
+            for i, c in enumerate(self.cases):
+                lo = self._offsets[i]
+                flags[lo : lo + c.label.shape[0]] = np.asarray(c.label).reshape(c.label.shape[0], -1).any(1)
+            self._foreground = flags
+        return self._foreground
 
     def modality_of(self, indices: np.ndarray) -> str:
         """The one modality of the slices ``indices``; ``ValueError`` if they mix modalities."""
@@ -173,3 +194,43 @@ class SliceSet:
             img = np.ascontiguousarray(case.image[start : start + batch_size])
             lbl = np.ascontiguousarray(case.label[start : start + batch_size])
             yield torch.from_numpy(img).unsqueeze(1), torch.from_numpy(lbl)
+
+
+def organ_batches(pool: np.ndarray, foreground: np.ndarray, batch_size: int,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+    """The FedGIN authors' organ-aware batches (``clients/sampler.py``) over the slice indices ``pool`` (P,).
+
+    ``max(1, P // batch_size)`` batches of ``min(batch_size, P)`` distinct slices. Each draws its number of
+    foreground slices (``foreground`` (P,) bool: the slice shows a class) from Binomial(batch, share of
+    foreground slices), then keeps at least one foreground and one background slice when both exist; slices are
+    taken without replacement from shuffled pools, reshuffled when one runs out.
+    """
+    pool = np.asarray(pool)
+    fg, bg = pool[foreground], pool[~foreground]
+    size = min(batch_size, len(pool))
+    share = len(fg) / len(pool)
+    queues = {"fg": [fg, 0, rng.permutation(len(fg))], "bg": [bg, 0, rng.permutation(len(bg))]}
+
+    def take(name: str, k: int) -> list[int]:
+        items, pos, order = queues[name]
+        out: list[int] = []
+        while len(out) < k:
+            if pos == len(order):  # the pool ran out: refill it
+                order, pos = rng.permutation(len(items)), 0
+            candidate = int(items[order[pos]])
+            pos += 1
+            if candidate not in out or len(items) < k:
+                out.append(candidate)
+        queues[name][1:] = [pos, order]
+        return out
+
+    batches = []
+    for _ in range(max(1, len(pool) // batch_size)):
+        k = int(rng.binomial(size, share))
+        if len(fg) and len(bg) and size >= 2:
+            k = min(max(k, 1), size - 1)
+        k = min(k, len(fg))
+        k = max(k, size - len(bg))
+        batch = np.array(take("fg", k) + take("bg", size - k), dtype=np.int64)
+        batches.append(batch[rng.permutation(size)])
+    return batches

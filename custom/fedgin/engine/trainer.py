@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fedgin.augment import build_augmentation
 from fedgin.methods import get_method
@@ -28,18 +29,21 @@ __all__ = ["Engine", "TrainStats", "NonFiniteLossError", "resolve_device", "cons
 
 
 def consistency_loss(logits: torch.Tensor, views: int) -> torch.Tensor:
-    """Mean over views of KL(p_view ‖ p̄), p̄ the mean of the views' class probabilities.
+    """KL(p̄ ‖ p_view) averaged over views, samples, classes and pixels; p̄ = the views' mean class probabilities.
 
-    logits: (views·B, C_out, H, W); one channel means sigmoid (probabilities [1 − p, p]), several mean softmax.
+    As the original GIN-IPA code (Ouyang et al., ``models/exp_trainer.py``): ``KLDivLoss()`` (reduction "mean", so
+    also averaged over the classes) of ``(log p_view, p̄)``, with gradients through p̄ as well.
+    logits: (views·B, C_out, H, W); one channel means sigmoid (the two classes [1 − p, p]), several mean softmax.
+    Returns a scalar; 0 when the views agree.
     """
     if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        probs = torch.cat([1 - p, p], 1)
+        log_p1, log_p0 = F.logsigmoid(logits), F.logsigmoid(-logits)
+        log_probs = torch.cat([log_p0, log_p1], 1)
     else:
-        probs = torch.softmax(logits, 1)
-    probs = probs.clamp_min(1e-7).reshape(views, -1, *probs.shape[1:])
-    mean = probs.mean(0, keepdim=True)
-    return (probs * (probs.log() - mean.log())).sum(2).mean()
+        log_probs = torch.log_softmax(logits, 1)
+    log_probs = log_probs.reshape(views, -1, *log_probs.shape[1:])
+    mean = log_probs.exp().mean(0, keepdim=True)
+    return (mean * (mean.clamp_min(1e-12).log() - log_probs)).mean()
 
 
 def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -187,7 +191,8 @@ class Engine:
 
     def _epoch(self, data: SliceSet):
         """Shuffled batches; single-modality batches when the model has domain-specific batch norm."""
-        return data.epoch(self.config.batch_size, self.rng, by_modality=bool(self.domains))
+        return data.epoch(self.config.batch_size, self.rng, by_modality=bool(self.domains),
+                          sampler=self.config.sampler)
 
     def _run(self, data: SliceSet, batches: Iterable[np.ndarray], should_stop, on_step) -> TrainStats:
         if len(data) == 0:

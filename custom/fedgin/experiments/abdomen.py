@@ -51,6 +51,7 @@ class AbdomenConfig:
     ct_counts: list[int] = field(default_factory=lambda: [0, 4, 8, 16])  # paper: 0, 20, 40, 100
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     test_input: str = "raw"
+    train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
 
 
 def _sources(work: Path, given: dict[str, Source], cfg: AbdomenConfig, train_pool: dict[str, int]) -> dict[str, Source]:
@@ -100,7 +101,7 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
         data = prepare_sites(out / "data" / organ, partition, sources, [organ], cfg.spacing, cfg.size)
         folder = run_grid({s: data[s] for s in ("site-ct", "site-mri")}, out / "grid" / organ, cfg.methods,
                           cfg.settings, cfg.rounds, cfg.channels, cfg.seed, cfg.test_input,
-                          tests=[data["test-ct"], data["test-mri"]], report=False)
+                          tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train)
         per_organ[organ] = load_results(folder, cells)
         from fedgin.curves import curves_png
 
@@ -149,7 +150,7 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
                         sites = {s: data[s] for s in (["site-ct", "site-mri"] if n_ct else ["site-mri"])}
                         trained = train_run("federated" if n_ct else "local", method, sites, cell,
                                             rounds=cfg.rounds, channels=cfg.channels, seed=seed,
-                                            test_input=cfg.test_input)
+                                            test_input=cfg.test_input, train=cfg.train)
                         res = evaluate_run(trained, [data["test-mri"], data["test-ct"]], "test",
                                            site_modality={"site-ct": "ct", "site-mri": "mri"})
                         return {"summary": res["summary"], "cases": res["cases"], "seconds": trained["seconds"]}

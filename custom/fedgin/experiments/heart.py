@@ -51,6 +51,7 @@ class HeartConfig:
     local: bool = True
     centralized: bool = True
     test_input: str = "raw"
+    train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
 
 
 def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -> Path:
@@ -96,7 +97,8 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
         def run(cell=out / "runs" / name, group=group, method=method, sites=sites):
             kind = "local" if group == "local" else group
             trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels, seed=cfg.seed,
-                                test_input=cfg.test_input, heldout=held if group == "federated" else None)
+                                test_input=cfg.test_input, heldout=held if group == "federated" else None,
+                                train=cfg.train)
             res = evaluate_run(trained, [held], "test", site_modality=modality_of)
             entry = {"group": group, "method": method, "model": "final" if group != "federated" else "best on "
                      "held-out validation", "summary": res["summary"], "cases": res["cases"],

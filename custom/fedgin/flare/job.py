@@ -145,6 +145,22 @@ _KINDS = {"clip_percentiles": "optional_float_list", "spacing_mm": "float_list",
           "classes": "str_list"}
 
 
+#: the ``TrainConfig`` fields that are job variables of the same name: all of them but ``model``, whose fields
+#: are job variables too (``channels``, ``strides``, ...)
+TRAIN_VARIABLES = ("method", "augment_args", "batch_size", "lr", "weight_decay", "plateau_factor", "plateau_patience",
+                   "min_lr", "lambda_dice", "lambda_focal", "focal_gamma", "loss_variant", "consistency_weight",
+                   "sampler", "amp", "channels_last", "seed", "eval_batch_size")
+
+
+def train_job_values(train: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig`` values (plain JSON, ``model`` nested) -> the job variables that carry them."""
+    out = {k: v for k, v in train.items() if k != "model"}
+    unknown = sorted(set(out) - set(TRAIN_VARIABLES))
+    if unknown:
+        raise OptionError(f"train values {unknown}: not TrainConfig fields; known: {list(TRAIN_VARIABLES)} and model")
+    return {**out, **dict(train.get("model") or {})}
+
+
 def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
     """Types (those of the template's values), ranges and consistency of job variables, before anything is
     written; the sites' training values go through ``TrainConfig.from_dict``, the one check of training values.
@@ -182,8 +198,7 @@ def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str,
         raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")
     model = {k: merged[k] for k in ("channels", "strides", "num_res_units", "norm", "dropout", "domains",
                                     "test_input")}
-    train = {k: merged[k] for k in ("method", "augment_args", "loss_variant", "batch_size", "lr", "seed", "amp",
-                                    "channels_last")}
+    train = {k: merged[k] for k in TRAIN_VARIABLES}
     TrainConfig.from_dict({**train, "model": model}, source="job variables")
     return out
 
