@@ -30,7 +30,7 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     assert {r["setting"] for r in rows} == {"centralized", "federated"}
     assert {r["modality"] for r in rows} == {"ct", "mri"} and {r["class"] for r in rows} == {"disc", "square"}
     table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + len(cells) and "**" in table
+    assert sum(line.startswith("|") for line in table.splitlines()) == 2 + len(cells) and "**" in table
     ratios = list(csv.DictReader(open(out / "ratios.csv")))
     assert [r["method"] for r in ratios] == ["fmaug"] and float(ratios[0]["ratio"]) > 0
     assert (out / "dice.png").stat().st_size > 5000
@@ -85,3 +85,50 @@ def test_train_values_reach_every_run(toy_sites, tmp_path):
         train_run("federated", "none", toy_sites, tmp_path / "r3", rounds=1, channels=[8, 16],
                   train={"sampler": "balanced"})
     assert not (tmp_path / "r3").exists()  # refused before any job was written
+
+
+def _result(setting, method, pred_spleen):
+    from fedgin.engine.metrics import summarise
+
+    cases = [{"case": f"{m}{i}", "site": f"site-{m}", "modality": m,
+              "dice": {"liver": 0.8, "spleen": 0.0 if pred_spleen[m] == 0 else 0.5},
+              "voxels": {"liver": {"truth": 100, "pred": 90}, "spleen": {"truth": 20, "pred": pred_spleen[m]}}}
+             for m in ("ct", "mri") for i in range(2)]
+    summary = summarise(cases, ["liver", "spleen"])
+    return {"setting": setting, "method": method, "classes": ["liver", "spleen"], "cases": cases,
+            "summary": summary, "mean_dice": summary["mean_dice"]}
+
+
+def test_a_collapsed_model_is_marked_not_shown_as_a_plain_zero(tmp_path, capsys):
+    from fedgin.compare import write_report
+    from fedgin.engine.metrics import EMPTY_MARK, empty_classes
+
+    assert empty_classes([{"voxels": {"a": {"truth": 5, "pred": 0}}}, {"voxels": {"a": {"truth": 0, "pred": 0}}}],
+                         ["a"]) == ["a"]
+    assert empty_classes([{"voxels": {"a": {"truth": 0, "pred": 0}}}], ["a"]) == []  # nothing to find: no flag
+    assert empty_classes([{"voxels": {"a": {"truth": 5, "pred": 1}}}], ["a"]) == []
+    results = [_result("centralized", "gin", {"ct": 0, "mri": 7}), _result("federated", "gin", {"ct": 3, "mri": 7})]
+    assert results[0]["summary"]["per_modality"]["ct"]["empty"] == ["spleen"]
+    assert results[0]["summary"]["per_modality"]["mri"]["empty"] == []
+    write_report(tmp_path, [("centralized", "gin"), ("federated", "gin")], results)
+    table = (tmp_path / "table.md").read_text().splitlines()
+    central = next(line for line in table if line.startswith("| centralized"))
+    cells = [c.strip() for c in central.split("|")[3:-1]]  # CT liver, CT spleen, CT mean, MRI ...
+    assert cells[1] == f"0.000 {EMPTY_MARK}" and cells[2].endswith(EMPTY_MARK) and EMPTY_MARK not in cells[0]
+    assert not any(EMPTY_MARK in c for c in cells[3:])
+    assert any(line.startswith(f"{EMPTY_MARK}: the model predicts no voxel") for line in table)  # the footnote
+    rows = list(csv.DictReader(open(tmp_path / "dice.csv")))
+    flagged = {(r["setting"], r["modality"], r["class"]) for r in rows if r["collapsed_model"] == "1"}
+    assert flagged == {("centralized", "ct", "spleen")}
+    assert "WARNING: centralized gin: the model predicts no voxel of spleen on any CT test case" in capsys.readouterr().out
+
+
+def test_experiment_tables_mark_collapsed_values():
+    from fedgin.engine.metrics import EMPTY_MARK
+    from fedgin.experiments.report import markdown_table
+
+    text = markdown_table(["run", "a", "b"], [["x", "0.000", "0.500"], ["y", "0.100", "0.400"]],
+                          [[0.0, 0.5], [0.1, 0.4]], marks=[[True, False], [False, False]])
+    x, y = (line for line in text.splitlines() if line.startswith("| x") or line.startswith("| y"))
+    assert f"0.000 {EMPTY_MARK}" in x and "**0.500**" in x and "**0.100**" in y  # a collapsed value is never best
+    assert text.rstrip().splitlines()[-1].startswith(EMPTY_MARK)

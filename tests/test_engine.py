@@ -166,8 +166,10 @@ def test_loss_variants():
     focal = (0.25 * (1 - torch.exp(-bce)) ** 2 * bce).mean()
     authors = SegmentationLoss(1, variant="authors")(logits, labels)
     torch.testing.assert_close(authors, 0.5 * focal + 0.5 * dice, rtol=1e-4, atol=1e-5)
-    monai = SegmentationLoss(1)(logits, labels)
+    monai = SegmentationLoss(1, variant="monai")(logits, labels)
     assert not torch.isclose(monai, authors)
+    torch.testing.assert_close(SegmentationLoss(1)(logits, labels), authors)  # auto: one class -> the authors'
+    assert SegmentationLoss(3).variant == "monai"  # auto: several classes -> MONAI's DiceFocalLoss
     multi = SegmentationLoss(3)(torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8)))
     assert torch.isfinite(multi)
     with pytest.raises(ValueError, match="binary only"):

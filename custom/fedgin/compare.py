@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +122,31 @@ def _check_grid_params(output: Path, params: dict[str, Any]) -> None:
 def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[str, Any]] | None = None) -> Path:
     """dice.csv, table.md, ratios.csv, dice.png and curves.png (training curves of ``output/runs/*``, when there)
     from the cells' results (default: their result.json files)."""
+    from fedgin.engine.metrics import EMPTY_MARK, EMPTY_NOTE
+
     results = results if results is not None else load_results(output, cells)
     classes = results[0]["classes"]
+
+    def empty(r, m) -> list[str]:
+        return (r["summary"]["per_modality"].get(m) or {}).get("empty", [])
+
     with open(output / "dice.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "method", "site", "case", "modality", "class", "dice"])
+        w.writerow(["setting", "method", "site", "case", "modality", "class", "dice", "pred_voxels",
+                    "collapsed_model"])
         for r in results:
             for c in r["cases"]:
                 for name in classes:
                     d = c["dice"].get(name)
+                    pred = ((c.get("voxels") or {}).get(name) or {}).get("pred", "")
                     w.writerow([r["setting"], r["method"], c.get("site", ""), c["case"], c["modality"], name,
-                                "" if d is None else d])
+                                "" if d is None else d, pred, int(name in empty(r, c["modality"]))])
+    for r in results:
+        for m in sorted(r["summary"]["per_modality"]):
+            if empty(r, m):
+                print(f"WARNING: {r['setting']} {r['method']}: the model predicts no voxel of "
+                      f"{', '.join(empty(r, m))} on any {m.upper()} test case (a collapsed model; marked "
+                      f"{EMPTY_MARK} in the table)")
     # table: rows = runs, columns = (modality, class) + mean per modality
     cols = [(m, name) for m in ("ct", "mri") for name in classes + ["mean"]]
 
@@ -144,13 +157,17 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
         return block["mean_dice"] if name == "mean" else block["per_class"][name]["mean"]
 
     values = [[cell(r, m, n) for m, n in cols] for r in results]
-    best = [max((v[j] for v in values if not math.isnan(v[j])), default=math.nan) for j in range(len(cols))]
+    marks = [[bool(empty(r, m)) if n == "mean" else n in empty(r, m) for m, n in cols] for r in results]
+    best = [max((v[j] for v, k in zip(values, marks) if not math.isnan(v[j]) and not k[j]), default=math.nan)
+            for j in range(len(cols))]
     header = "| setting | method | " + " | ".join(f"{m.upper()} {n}" for m, n in cols) + " |"
     lines = [header, "|" + "---|" * (len(cols) + 2)]
-    for r, v in zip(results, values):
-        cells_txt = [("**%.3f**" if x == best[j] else "%.3f") % x if not math.isnan(x) else "n/a"
-                     for j, x in enumerate(v)]
+    for r, v, k in zip(results, values, marks):
+        cells_txt = [("n/a" if math.isnan(x) else f"{x:.3f} {EMPTY_MARK}" if k[j] else
+                      f"**{x:.3f}**" if x == best[j] else f"{x:.3f}") for j, x in enumerate(v)]
         lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells_txt) + " |")
+    if any(any(k) for k in marks):
+        lines += ["", EMPTY_NOTE + "."]
     (output / "table.md").write_text("\n".join(lines) + "\n")
     # ratios federated / centralized
     means = {(r["setting"], r["method"]): r["mean_dice"] for r in results}

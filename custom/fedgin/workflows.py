@@ -121,6 +121,7 @@ def _train(dls: list[dict], output: Path, config: TrainConfig, epochs: int | Non
             bar.set_postfix(loss=f"{loss:.3f}")
 
     done = 0
+    last_empty: list[str] = []
     while done < total:
         n = min(chunk, total - done)
         stats = engine.train_steps(train_set, n, on_step=on_step)
@@ -130,9 +131,13 @@ def _train(dls: list[dict], output: Path, config: TrainConfig, epochs: int | Non
         if val_set.num_cases:
             res = engine.evaluate(val_set)
             engine.step_scheduler(res["loss"])
-            record.update(val_loss=res["loss"], val_dice=res["mean_dice"])
+            last_empty = res["summary"]["empty"]
+            pred_voxels = {n: sum(c["voxels"][n]["pred"] for c in res["cases"]) for n in engine.classes}
+            record.update(val_loss=res["loss"], val_dice=res["mean_dice"], val_pred_voxels=pred_voxels)
             writer.add_scalar("val/loss", res["loss"], done)
             writer.add_scalar("val/dice", res["mean_dice"], done)
+            for n, v in pred_voxels.items():  # 0 for a class on every case: the model predicts nothing of it
+                writer.add_scalar(f"val/pred_voxels/{n}", v, done)
             if res["mean_dice"] > best:
                 best = res["mean_dice"]
                 save_model_file(output / "best_model.pt", engine.model, {**meta, "step": done, "val_dice": best})
@@ -147,7 +152,13 @@ def _train(dls: list[dict], output: Path, config: TrainConfig, epochs: int | Non
     if not val_set.num_cases:
         save_model_file(output / "best_model.pt", engine.model, {**meta, "step": done})
     (output / "history.json").write_text(json.dumps(history, indent=2))
+    if last_empty:
+        print(f"WARNING: the final model predicts no voxel of {', '.join(last_empty)} on any validation case: a "
+              f"collapsed model (see val/pred_voxels in {output / 'tb'}); for a small organ try more epochs, "
+              'a --config with {"sampler": "organ"} or a weaker GIN, {"augment_args": {"alpha_range": [0, 0.5]}}',
+              flush=True)
     return {"model": str(model_path), "best_model": str(output / "best_model.pt"), "best_val_dice": best,
+            "empty_classes": last_empty,
             "history": history, "seconds": time.perf_counter() - t0}
 
 

@@ -70,7 +70,8 @@ class TrainConfig:
         plateau_factor, plateau_patience, min_lr: ReduceLROnPlateau on the validation loss, stepped once per
             epoch (centralized) or per round (federated), as the authors' clients do.
         lambda_dice, lambda_focal, focal_gamma: focal + Dice loss weights (authors: 0.5/0.5, gamma 2).
-        loss_variant: ``monai`` (MONAI DiceFocalLoss, default) or ``authors`` (the FedGIN code's pos-weighted
+        loss_variant: ``auto`` (default: ``authors`` for one class, ``monai`` for several), ``monai`` (MONAI
+            DiceFocalLoss) or ``authors`` (the FedGIN code's pos-weighted
             focal term; binary only), see ``fedgin.engine.loss``.
         consistency_weight: weight λ of the multi-view consistency loss of augmentations that return several views
             (``gin-ipa``: KL(p̄ ‖ p_view) averaged over views, pixels and classes, λ = 10, as in the original code).
@@ -99,7 +100,7 @@ class TrainConfig:
     lambda_dice: float = 0.5
     lambda_focal: float = 0.5
     focal_gamma: float = 2.0
-    loss_variant: str = "monai"
+    loss_variant: str = "auto"
     consistency_weight: float = 10.0
     sampler: str = "uniform"
     amp: bool = True
@@ -123,8 +124,9 @@ class TrainConfig:
                 raise OptionError(f"{where}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
         if values.get("sampler", "uniform") not in SAMPLERS:
             raise OptionError(f"{where}: sampler: must be one of {list(SAMPLERS)}, got {values['sampler']!r}")
-        if values.get("loss_variant", "monai") not in ("monai", "authors"):
-            raise OptionError(f"{where}: loss_variant: must be 'monai' or 'authors', got {values['loss_variant']!r}")
+        if values.get("loss_variant", "auto") not in ("auto", "monai", "authors"):
+            raise OptionError(f"{where}: loss_variant: must be 'auto', 'monai' or 'authors', got "
+                              f"{values['loss_variant']!r}")
         values["model"] = ModelConfig.from_dict(values.get("model"), source)
         return cls(**values)
 

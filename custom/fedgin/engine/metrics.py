@@ -13,7 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["dice_per_class", "summarise"]
+__all__ = ["dice_per_class", "summarise", "empty_classes", "EMPTY_MARK", "EMPTY_NOTE"]
+
+#: the mark of a collapsed model's value in every table, and its footnote
+EMPTY_MARK = "∅"
+EMPTY_NOTE = ("∅: the model predicts no voxel of this class on any of these test cases: a collapsed model, not a "
+              "measurement (on a mean: at least one of its classes is ∅)")
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> list[dict[str, Any]]:
@@ -39,6 +44,20 @@ def dice_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> lis
     return out
 
 
+def empty_classes(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> list[str]:
+    """Classes the model predicts on no voxel of any of ``cases`` although at least one case has them.
+
+    ``cases``: per-case results with ``"voxels": {class: {"truth": int, "pred": int}}`` (cases without it are
+    ignored). Such a class's Dice of 0 is a collapsed model, not a measurement.
+    """
+    out = []
+    for name in classes:
+        counts = [c["voxels"][name] for c in cases if (c.get("voxels") or {}).get(name)]
+        if counts and sum(v["truth"] for v in counts) > 0 and sum(v["pred"] for v in counts) == 0:
+            out.append(name)
+    return out
+
+
 def summarise(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, Any]:
     """Means over cases.
 
@@ -47,8 +66,9 @@ def summarise(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[s
         classes: foreground class names.
 
     Returns:
-        ``{"mean_dice": float, "per_class": {class: {"mean": float, "std": float, "n": int}},
-        "per_modality": {modality: {"mean_dice": float, "per_class": {...}}}}``; NaN where nothing is defined.
+        ``{"mean_dice": float, "per_class": {class: {"mean": float, "std": float, "n": int}}, "empty": [class],
+        "per_modality": {modality: {"mean_dice": float, "per_class": {...}, "empty": [...]}}}``; NaN where nothing
+        is defined; ``empty``: ``empty_classes`` of those cases.
     """
 
     def _block(subset: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -62,7 +82,8 @@ def summarise(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[s
                 "std": float(np.std(vals)) if vals else math.nan,
                 "n": len(vals),
             }
-        return {"mean_dice": float(np.mean(every)) if every else math.nan, "per_class": per_class}
+        return {"mean_dice": float(np.mean(every)) if every else math.nan, "per_class": per_class,
+                "empty": empty_classes(subset, classes)}
 
     result = _block(cases)
     result["per_modality"] = {

@@ -159,7 +159,9 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
                     per_mod = res["summary"]["per_modality"]
                     rows.append({"seed": seed, "ct_cases": n_ct, "method": method, "organ": organ,
                                  "mri_dice": per_mod.get("mri", {}).get("mean_dice"),
-                                 "ct_dice": per_mod.get("ct", {}).get("mean_dice"), "seconds": res["seconds"]})
+                                 "ct_dice": per_mod.get("ct", {}).get("mean_dice"), "seconds": res["seconds"],
+                                 "mri_collapsed": int(bool(per_mod.get("mri", {}).get("empty"))),
+                                 "ct_collapsed": int(bool(per_mod.get("ct", {}).get("empty")))})
                     print(f"      MRI test Dice {fmt(rows[-1]['mri_dice'])}, CT {fmt(rows[-1]['ct_dice'])} "
                           f"in {res['seconds']:.0f} s")
     _scarce_report(out, cfg, rows)
@@ -175,21 +177,23 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]]) ->
         w.writeheader()
         w.writerows(rows)
     header = ["method", "CT cases"] + [f"{o} {m}" for o in cfg.organs for m in ("MRI", "CT")]
-    table_rows, values, curves = [], [], {}
+    table_rows, values, marks, curves = [], [], [], {}
     for method in cfg.methods:
         for n in cfg.ct_counts:
-            line, vals = [method, str(n)], []
+            line, vals, mark = [method, str(n)], [], []
             for organ in cfg.organs:
                 for key in ("mri_dice", "ct_dice"):
-                    sel = [r[key] for r in rows if (r["method"], r["ct_cases"], r["organ"]) == (method, n, organ)]
-                    m, s = mean_std(sel)
+                    sel = [r for r in rows if (r["method"], r["ct_cases"], r["organ"]) == (method, n, organ)]
+                    m, s = mean_std([r[key] for r in sel])
                     line.append(f"{fmt(m)} ± {fmt(s)}")
                     vals.append(m)
+                    mark.append(any(r.get(key.replace("dice", "collapsed")) for r in sel))  # a seed collapsed
                     if key == "mri_dice":
                         curves.setdefault((method, organ), []).append((n, m, s))
             table_rows.append(line)
             values.append(vals)
-    text = markdown_table(header, table_rows, values, first_value_column=2, path=out / "table.md")
+            marks.append(mark)
+    text = markdown_table(header, table_rows, values, first_value_column=2, path=out / "table.md", marks=marks)
     print(f"MRI-scarce series (test Dice, mean ± std over seeds {cfg.seeds}):\n{text}")
     _curve(out / "curve.png", curves, cfg)
 

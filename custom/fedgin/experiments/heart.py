@@ -141,7 +141,7 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
     sites_md = markdown_table(["site", "role", "modality", "training cases", "validation cases", "test cases",
                                "training slices"], rows, path=out / "sites.md")
     # Table V: held-out test Dice per class
-    lines, values = [], []
+    lines, values, marks = [], [], []
     for r in results:
         variants = [(r["label"] + (" (best on held-out val)" if r["group"] == "federated" and "final" in r else ""),
                      r["summary"])]
@@ -151,8 +151,10 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
             vals = [summary["per_class"][c]["mean"] for c in cfg.classes] + [summary["mean_dice"]]
             lines.append([r["group"], label] + [fmt(v) for v in vals])
             values.append(vals)
+            empty = summary.get("empty", [])
+            marks.append([c in empty for c in cfg.classes] + [bool(empty)])
     table = markdown_table(["setting", "run"] + cfg.classes + ["mean"], lines, values, first_value_column=2,
-                           path=out / "table.md")
+                           path=out / "table.md", marks=marks)
     print(f"Sites (Table IV):\n{sites_md}\nHeld-out site, test half: 3D Dice (Table V layout):\n{table}")
     with open(out / "dice.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -235,6 +235,10 @@ class FedGINExecutor(Executor):
             f"({stats.samples} slices) in {stats.seconds:.1f} s, loss {stats.mean_loss:.4f}, "
             f"{stats.samples / max(stats.seconds, 1e-9):.1f} slices/s",
         )
+        empty = (gval.get("summary") or {}).get("empty") or []
+        if empty:  # counts of classes only: nothing that identifies a case
+            self.log_warning(fl_ctx, f"round {rnd + 1}/{total}: the global model predicts no voxel of "
+                                     f"{', '.join(empty)} on any validation case of this site (collapsed)")
         diff = self.site.weight_diff(res["weights"], global_weights)
         reply = train_result(diff, res["num_samples"], gval["mean_dice"])
         reply.set_header(AppConstants.CURRENT_ROUND, rnd)
