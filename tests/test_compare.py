@@ -34,6 +34,9 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     ratios = list(csv.DictReader(open(out / "ratios.csv")))
     assert [r["method"] for r in ratios] == ["fmaug"] and float(ratios[0]["ratio"]) > 0
     assert (out / "dice.png").stat().st_size > 5000
+    assert all(r["nsd"] == "" or 0 <= float(r["nsd"]) <= 1 for r in rows) and any(r["hd95_mm"] for r in rows)
+    boundary = (out / "boundary.md").read_text()
+    assert "CT disc HD95 / NSD" in boundary and sum(line.startswith("|") for line in boundary.splitlines()) == 5
     fedbn = json.loads((out / "runs" / "federated__fedbn" / "result.json").read_text())
     assert fedbn["model"] == "local models" and {c["site"] for c in fedbn["cases"]} == {"site-ct", "site-mri"}
     assert set(fedbn["summary"]["per_modality"]) == {"ct", "mri"} and "n/a" not in table

@@ -160,8 +160,12 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     resolve_device(a.device)
     if a.output:
         check_output_file(a.output, "--output")
-    res = evaluate(a.model, a.data, a.split, device=a.device)
+    res = evaluate(a.model, a.data, a.split, device=a.device, surface=a.surface)
     print(format_dice_table(res, title=f"3D Dice per case, mean over {a.split} cases ({a.model})"))
+    if a.surface:
+        for name, block in res["summary"]["per_class"].items():
+            print(f"{name}: HD95 {block['hd95_mm']:.1f} mm, NSD {block['nsd']:.3f} (tolerance "
+                  f"{res['cases'][0]['nsd_tolerance_mm']:g} mm), mean over {block['n']} cases")
     if a.output:
         write_text_atomic(a.output, json.dumps(res, indent=2, default=str))
         print(f"per-case results: {a.output}")
@@ -380,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["training", "validation", "test"])
     s.add_argument("--output", help="JSON file for per-case results (top-level mean_dice)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--surface", action="store_true",
+                   help="also HD95 (mm) and surface Dice (NSD, 2 mm tolerance) per case and class, on the cached grid")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("predict", help="segment NIfTI volumes with a model file; label maps in the inputs' geometry")

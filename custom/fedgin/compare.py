@@ -132,15 +132,17 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
 
     with open(output / "dice.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["setting", "method", "site", "case", "modality", "class", "dice", "pred_voxels",
-                    "collapsed_model"])
+        w.writerow(["setting", "method", "site", "case", "modality", "class", "dice", "hd95_mm", "nsd",
+                    "pred_voxels", "collapsed_model"])
         for r in results:
             for c in r["cases"]:
                 for name in classes:
                     d = c["dice"].get(name)
+                    hd, nsd = (c.get(k, {}).get(name) for k in ("hd95_mm", "nsd"))
                     pred = ((c.get("voxels") or {}).get(name) or {}).get("pred", "")
                     w.writerow([r["setting"], r["method"], c.get("site", ""), c["case"], c["modality"], name,
-                                "" if d is None else d, pred, int(name in empty(r, c["modality"]))])
+                                "" if d is None else d, "" if hd is None else hd, "" if nsd is None else nsd,
+                                pred, int(name in empty(r, c["modality"]))])
     for r in results:
         for m in sorted(r["summary"]["per_modality"]):
             if empty(r, m):
@@ -169,6 +171,7 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
     if any(any(k) for k in marks):
         lines += ["", EMPTY_NOTE + "."]
     (output / "table.md").write_text("\n".join(lines) + "\n")
+    _boundary_table(output / "boundary.md", results, classes)
     # ratios federated / centralized
     means = {(r["setting"], r["method"]): r["mean_dice"] for r in results}
     with open(output / "ratios.csv", "w", newline="") as f:
@@ -186,6 +189,28 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
                "training curves (from the runs' TensorBoard events)")
     print((output / "table.md").read_text())
     return output
+
+
+def _boundary_table(path: Path, results: list[dict[str, Any]], classes: list[str]) -> None:
+    """HD95 (mm, lower is better) and NSD per run, modality and class: means over the test cases that have the
+    class (``fedgin.engine.surface``); written only when the results carry them."""
+    if not any("hd95_mm" in c for r in results for c in r["cases"]):
+        return
+    cols = [(m, name) for m in ("ct", "mri") for name in classes]
+    header = "| setting | method | " + " | ".join(f"{m.upper()} {n} HD95 / NSD" for m, n in cols) + " |"
+    lines = [header, "|" + "---|" * (len(cols) + 2)]
+    for r in results:
+        cells = []
+        for m, name in cols:
+            block = ((r["summary"]["per_modality"].get(m) or {}).get("per_class") or {}).get(name) or {}
+            hd, nsd = block.get("hd95_mm", math.nan), block.get("nsd", math.nan)
+            cells.append("n/a" if math.isnan(hd) else f"{hd:.1f} / {nsd:.3f}")
+        lines.append(f"| {r['setting']} | {r['method']} | " + " | ".join(cells) + " |")
+    tol = next(c["nsd_tolerance_mm"] for r in results for c in r["cases"] if "nsd_tolerance_mm" in c)
+    lines += ["", f"HD95 in mm (a class present but never predicted scores the volume's diagonal); NSD at a "
+                  f"{tol:g} mm tolerance; on the cached grid."]
+    path.write_text("\n".join(lines) + "\n")
+    print(path.read_text())
 
 
 def _plot(path: Path, results: list[dict], values: list[list[float]], cols: list[tuple[str, str]]) -> None:
@@ -225,6 +250,9 @@ def merge_binary_results(per_class: dict[str, dict[str, Any]]) -> dict[str, Any]
             entry = merged.setdefault(key, {**c, "dice": {}, "voxels": {}})
             entry["dice"][name] = c["dice"].get(name)
             entry["voxels"][name] = c.get("voxels", {}).get(name)
+            for metric in ("hd95_mm", "nsd"):
+                if metric in c:
+                    entry.setdefault(metric, {})[name] = c[metric].get(name)
     cases = list(merged.values())
     for c in cases:
         for name in classes:

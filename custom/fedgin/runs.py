@@ -108,7 +108,8 @@ def _federated(method, sites, out, rounds, seed, model, heldout, extra, t0) -> d
 
 def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test",
                  site_modality: dict[str, str] | None = None) -> dict[str, Any]:
-    """3D Dice of a trained run on the ``split`` cases of ``tests`` (``fedgin.workflows.evaluate`` format).
+    """3D Dice, HD95 and NSD of a trained run on the ``split`` cases of ``tests`` (``fedgin.workflows.evaluate``
+    format, ``surface=True``).
 
     For FedBN (``trained["model"]`` a dict of local models) each test datalist is scored with the local model of a
     site of its modality (``site_modality``: site → modality).
@@ -119,14 +120,14 @@ def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test"
 
     model = trained["model"]
     if not isinstance(model, dict):
-        return evaluate(model, tests, split, progress=False)
+        return evaluate(model, tests, split, progress=False, surface=True)
     parts = []
     for test in tests:
         modality = load_datalist(test)["modality"]
         site = next((s for s, m in (site_modality or {}).items() if m == modality and s in model), None)
         if site is None:
             raise ValueError(f"{test}: no local model of a {modality} site to evaluate it with")
-        parts.append(evaluate(model[site], [test], split, progress=False))
+        parts.append(evaluate(model[site], [test], split, progress=False, surface=True))
     cases = [c for p in parts for c in p["cases"]]
     summary = summarise(cases, parts[0]["classes"])
     return {**parts[0], "model": "local models", "cases": cases, "summary": summary,

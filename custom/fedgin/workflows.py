@@ -169,8 +169,10 @@ def evaluate(
     *,
     device: str = "auto",
     progress: bool = True,
+    surface: bool = False,
 ) -> dict[str, Any]:
-    """Per-case, per-class 3D Dice of a model file on one split of ``datalists``.
+    """Per-case, per-class 3D Dice of a model file on one split of ``datalists`` (``surface``: also HD95 in mm
+    and NSD, ``fedgin.engine.surface``, on the cached grid with its voxel size).
 
     Returns:
         ``{"model", "split", "classes", "cases": [...], "summary": {...}, "mean_dice": float}``; ``mean_dice`` is the
@@ -195,7 +197,7 @@ def evaluate(
     data = SliceSet(dls, split)
     if data.num_cases == 0:
         raise ValueError(f"no {split} cases in {[d['path'] for d in dls]}")
-    res = engine.evaluate(data, progress=progress)
+    res = engine.evaluate(data, progress=progress, surface=surface)
     return {"model": str(model_file), "split": split, "classes": engine.classes, **res}
 
 

@@ -66,7 +66,8 @@ def summarise(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[s
         classes: foreground class names.
 
     Returns:
-        ``{"mean_dice": float, "per_class": {class: {"mean": float, "std": float, "n": int}}, "empty": [class],
+        ``{"mean_dice": float, "per_class": {class: {"mean": float, "std": float, "n": int[, "hd95_mm", "nsd"]}},
+        "empty": [class],
         "per_modality": {modality: {"mean_dice": float, "per_class": {...}, "empty": [...]}}}``; NaN where nothing
         is defined; ``empty``: ``empty_classes`` of those cases.
     """
@@ -82,6 +83,10 @@ def summarise(cases: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[s
                 "std": float(np.std(vals)) if vals else math.nan,
                 "n": len(vals),
             }
+            for metric in ("hd95_mm", "nsd"):  # boundary metrics, when the cases have them
+                if any(metric in c for c in subset):
+                    m = [c[metric][name] for c in subset if c.get(metric, {}).get(name) is not None]
+                    per_class[name][metric] = float(np.mean(m)) if m else math.nan
         return {"mean_dice": float(np.mean(every)) if every else math.nan, "per_class": per_class,
                 "empty": empty_classes(subset, classes)}
 

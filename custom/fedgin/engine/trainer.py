@@ -21,6 +21,7 @@ from fedgin.engine.config import TrainConfig
 from fedgin.engine.data import SliceSet
 from fedgin.engine.loss import SegmentationLoss
 from fedgin.engine.metrics import dice_per_class, summarise
+from fedgin.engine.surface import NSD_TOLERANCE_MM, surface_metrics
 from fedgin.engine.model import build_model
 from fedgin.engine.precision import autocast_dtype
 from fedgin.engine.norm import set_domain
@@ -266,8 +267,12 @@ class Engine:
     def to_labels(self, logits: torch.Tensor) -> torch.Tensor:
         return logits_to_labels(logits)
 
-    def evaluate(self, data: SliceSet, progress: bool = False) -> dict[str, Any]:
+    def evaluate(self, data: SliceSet, progress: bool = False, surface: bool = False,
+                 tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, Any]:
         """Per-case, per-class 3D Dice over every case of ``data``, plus the mean loss per slice.
+
+        ``surface``: also HD95 (mm) and NSD at ``tolerance_mm`` per case and class (``fedgin.engine.surface``),
+        with the cached volume's voxel size (case ``spacing_mm`` [sx, sy, sz] for its (z, y, x) array); slower.
 
         Returns:
             ``{"cases": [{"case", "site", "modality", "dice": {class: float|None}, "voxels": {...}}],
@@ -294,16 +299,21 @@ class Engine:
                 preds.append(self.to_labels(logits).cpu().numpy())
             pred = np.concatenate(preds)  # (S, H, W): the volume, slices stacked back along z
             per_class = dice_per_class(pred, np.asarray(case.label), len(self.classes))
-            cases.append(
-                {
-                    "case": case.case_id,
-                    "site": case.site,
-                    "modality": case.modality,
-                    "dice": {n: r["dice"] for n, r in zip(self.classes, per_class)},
-                    "voxels": {n: {"truth": r["truth_voxels"], "pred": r["pred_voxels"]}
-                               for n, r in zip(self.classes, per_class)},
-                }
-            )
+            record = {
+                "case": case.case_id,
+                "site": case.site,
+                "modality": case.modality,
+                "dice": {n: r["dice"] for n, r in zip(self.classes, per_class)},
+                "voxels": {n: {"truth": r["truth_voxels"], "pred": r["pred_voxels"]}
+                           for n, r in zip(self.classes, per_class)},
+            }
+            if surface:
+                sx, sy, sz = case.meta["spacing_mm"]
+                sm = surface_metrics(pred, np.asarray(case.label), len(self.classes), (sz, sy, sx), tolerance_mm)
+                record["hd95_mm"] = {n: r["hd95_mm"] for n, r in zip(self.classes, sm)}
+                record["nsd"] = {n: r["nsd"] for n, r in zip(self.classes, sm)}
+                record["nsd_tolerance_mm"] = float(tolerance_mm)
+            cases.append(record)
         summary = summarise(cases, self.classes)
         return {
             "cases": cases,
