@@ -46,14 +46,16 @@ def test_abdomen_mri_scarce_tiny(tmp_path):
     cfg = AbdomenConfig(organs=["liver"], methods=["gin"], mri_cases=2, ct_counts=[0, 2], seeds=[0, 1], **TINY)
     out = mri_scarce(tmp_path / "s", cfg)
     rows = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(rows) == 4 and {r["ct_cases"] for r in rows} == {"0", "2"}
+    assert len(rows) == 6 and {r["ct_cases"] for r in rows} == {"0", "2"}
+    # Table II's MRI-only baseline without augmentation: "none" at 0 CT cases only, for every seed
+    assert sorted((r["seed"], r["ct_cases"]) for r in rows if r["method"] == "none") == [("0", "0"), ("1", "0")]
     p0 = load_partition(out / "partitions" / "seed0_ct2.json")
     p1 = load_partition(out / "partitions" / "seed1_ct2.json")
     assert p0["sites"]["site-mri"] == load_partition(out / "partitions" / "seed0_ct0.json")["sites"]["site-mri"]
     assert p0["sites"]["site-ct"]["training"] != p1["sites"]["site-ct"]["training"] or \
         p0["sites"]["site-mri"]["training"] != p1["sites"]["site-mri"]["training"]
     table = (out / "table.md").read_text()
-    assert "±" in table and _rows(table) == 4
+    assert "±" in table and _rows(table) == 5 and "| none | 0 |" in table
     assert (out / "curve.png").stat().st_size > 5000
     # the 0-CT point trained the MRI site alone; the others ran a federation
     assert (out / "runs" / "seed0__ct2__gin__liver" / "job").is_dir()

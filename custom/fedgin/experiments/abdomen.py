@@ -50,6 +50,7 @@ class AbdomenConfig:
     mri_cases: int = 4  # paper: 20
     ct_counts: list[int] = field(default_factory=lambda: [0, 4, 8, 16])  # paper: 0, 20, 40, 100
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    mri_only_baseline: bool = True  # Table II's MRI-only row without augmentation ("none" at 0 CT cases)
     test_input: str = "raw"
     train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
 
@@ -127,7 +128,12 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
     sources = _sources(out, given or {}, cfg, pool_size)
     pools = _pools(sources)
     rows: list[dict[str, Any]] = []
-    total = len(cfg.seeds) * len(cfg.ct_counts) * len(cfg.methods) * len(cfg.organs)
+    def methods_at(n_ct: int) -> list[str]:
+        """The methods run at ``n_ct`` CT cases: the MRI-only point also without augmentation (Table II)."""
+        extra = ["none"] if n_ct == 0 and cfg.mri_only_baseline and "none" not in cfg.methods else []
+        return list(cfg.methods) + extra
+
+    total = len(cfg.seeds) * len(cfg.organs) * sum(len(methods_at(n)) for n in cfg.ct_counts)
     i = 0
     for seed in cfg.seeds:
         for n_ct in cfg.ct_counts:
@@ -140,7 +146,7 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
             for organ in cfg.organs:
                 data = prepare_sites(out / "data" / f"seed{seed}_ct{n_ct}" / organ, part, sources, [organ],
                                      cfg.spacing, cfg.size, sites=None if n_ct else ["site-mri", "test-ct", "test-mri"])
-                for method in cfg.methods:
+                for method in methods_at(n_ct):
                     i += 1
                     name = f"seed{seed}__ct{n_ct}__{method}__{organ}"
                     print(f"[{i}/{total}] {cfg.mri_cases} MRI + {n_ct} CT cases, {method}, {organ}, seed {seed}",
@@ -178,8 +184,11 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]]) ->
         w.writerows(rows)
     header = ["method", "CT cases"] + [f"{o} {m}" for o in cfg.organs for m in ("MRI", "CT")]
     table_rows, values, marks, curves = [], [], [], {}
-    for method in cfg.methods:
+    methods = list(dict.fromkeys([*cfg.methods, *(r["method"] for r in rows)]))  # the MRI-only baseline last
+    for method in methods:
         for n in cfg.ct_counts:
+            if not any((r["method"], r["ct_cases"]) == (method, n) for r in rows):
+                continue
             line, vals, mark = [method, str(n)], [], []
             for organ in cfg.organs:
                 for key in ("mri_dice", "ct_dice"):
