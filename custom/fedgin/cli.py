@@ -229,6 +229,10 @@ def _cmd_job(a: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_HELP = ("any TrainConfig value of every run, e.g. --train sampler=organ --train loss_variant=authors "
+              "--train consistency_weight=2 --train 'augment_args={\"per_sample\":false}'")
+
+
 def _train_values(items: list[tuple[str, str]] | None) -> dict:
     """``--train KEY=JSON`` items -> checked ``TrainConfig`` values (any field but method and seed, which have
     their own options; ``model`` takes a JSON object of ``ModelConfig`` fields)."""
@@ -448,9 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
                    help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
-    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON",
-                   help="any TrainConfig value of every run, e.g. --train sampler=organ --train loss_variant=authors "
-                        "--train consistency_weight=2 --train 'augment_args={\"per_sample\":false}'")
+    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)
     s.set_defaults(func=_cmd_compare)
 
     from fedgin.experiments import EXPERIMENTS
@@ -469,9 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=nonnegative_int)
     s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any field of the experiment's configuration, e.g. --set 'ct_counts=[0,20,40,100]'")
-    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON",
-                   help="any TrainConfig value of every run, e.g. --train sampler=organ --train loss_variant=authors "
-                        "--train consistency_weight=2 --train 'augment_args={\"per_sample\":false}'")
+    s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)
     s.set_defaults(func=_cmd_experiment)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")

@@ -63,7 +63,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         from fedgin.flare.job import train_job_values
 
         extra = {**train_job_values({**train, "model": model}), **(job_values or {})}
-        return _federated(method, sites, out, rounds, seed, {}, heldout, extra, t0)
+        return _federated(method, sites, out, rounds, seed, heldout, extra, t0)
     if method_obj.batch_norm == "local" or method_obj.adversarial:
         raise ValueError(f"method {method!r} needs a federation (setting 'federated')")
     if setting == "local" and len(sites) != 1:
@@ -74,7 +74,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
     return {"model": res["model"], "seconds": time.perf_counter() - t0}
 
 
-def _federated(method, sites, out, rounds, seed, model, heldout, extra, t0) -> dict[str, Any]:
+def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
     from fedgin.flare.job import build_job, task_from_sites
     from fedgin.flare.simulate import run_simulator
     from fedgin.methods import get_method
@@ -86,7 +86,7 @@ def _federated(method, sites, out, rounds, seed, model, heldout, extra, t0) -> d
     if len(roots) != 1:
         raise ValueError(f"the federation's sites must share one data root, got {sorted(map(str, roots))}")
     root = roots.pop()
-    values = {"method": method, "num_rounds": rounds, "seed": seed, **model, "data_root": str(root),
+    values = {"method": method, "num_rounds": rounds, "seed": seed, "data_root": str(root),
               "min_clients": len(sites), **extra}
     if heldout is not None:
         values["heldout_datalist"] = str(Path(heldout).resolve())
