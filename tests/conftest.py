@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny slice caches written directly in the datalist contract (no NIfTI, no prepare); each
+"""Shared fixtures: tiny slice caches written directly in the datalist contract (no prepare; the source label
+map is the cached label on the same grid); each
 pytest-xdist worker's share of the cores; the slowest tests first, so that parallel workers end together."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -54,8 +56,12 @@ def write_toy_site(root: Path, site: str, modality: str, classes: list[str], cas
                 img[z] += sign * (lbl[z] > 0) * 2.0
             np.save(out / "cases" / f"{cid}_image.npy", img)
             np.save(out / "cases" / f"{cid}_label.npy", lbl)
+            # the "source volume" is the cached grid itself: (X, Y, Z) RAS, 4 mm voxels
+            nib.save(nib.Nifti1Image(np.moveaxis(lbl, 0, 2).copy(), np.diag([4.0, 4, 4, 1])),
+                     out / "cases" / f"{cid}_source_label.nii.gz")
             dl[split].append({"case_id": cid, "modality": modality, "image": f"cases/{cid}_image.npy",
-                              "label": f"cases/{cid}_label.npy", "num_slices": slices,
+                              "label": f"cases/{cid}_label.npy", "source_label": f"cases/{cid}_source_label.nii.gz",
+                              "num_slices": slices,
                               "spacing_mm": [4.0, 4.0, 4.0], "affine": np.diag([4.0, 4, 4, 1]).tolist()})
     path = out / "datalist.json"
     path.write_text(json.dumps(dl))

@@ -108,7 +108,7 @@ def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
     assert set(TRAIN_VARIABLES) == {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
     train = {"sampler": "organ", "consistency_weight": 2.0, "loss_variant": "authors", "weight_decay": 0.01,
              "plateau_patience": 5, "focal_gamma": 1.0, "eval_batch_size": 4, "augment_args": {"per_sample": False},
-             "model": {"dropout": 0.3, "num_res_units": 1}}
+             "model": {"dropout": 0.3, "num_res_units": 1, "arch": "authors"}}
     values = {"classes": ["liver"], "method": "gin", "channels": [8, 16, 32], "strides": [2, 2],
               **train_job_values(train)}
     job = build_job(tmp_path / "job", values)
@@ -119,6 +119,14 @@ def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
         if key != "model":
             assert getattr(cfg, key) == value, key
     assert (cfg.model.dropout, cfg.model.num_res_units, cfg.model.channels) == (0.3, 1, (8, 16, 32))
+    assert cfg.model.arch == "authors"
+    # the server builds the same network: its persistor's model args carry the architecture
+    from fedgin.engine.model import SegUNet
+
+    server = json.loads((job / "app/config/config_fed_server.json").read_text())
+    persistor = next(c for c in server["components"] if c["id"] == "persistor")
+    net = SegUNet(**_resolve(persistor["args"]["model"]["args"], server))
+    assert net.arch == "authors" and type(net.model).__name__ == "AuthorsUNetCore"
     with pytest.raises(ValueError, match="sampler"):
         build_job(tmp_path / "bad", {**values, "sampler": "balanced"})
     with pytest.raises(ValueError, match="not TrainConfig fields"):

@@ -163,6 +163,16 @@ def test_mri_bright_blood(protocol):
     assert case.meta["field_strength"] == ("1.5" if protocol == "bssfp-1.5T" else "3")
 
 
+def test_held_out_protocol_is_black_blood():
+    """tse-bb-3T: the blood pool is darker than the myocardium (the inverse of every bright-blood protocol and of
+    CT angiography), thick slices at 3 T."""
+    case = generate_heart_case("mri", SEED, 2, protocol="tse-bb-3T", overrides={"bias": 0.0})
+    m = case.masks()
+    lv, myo, ra = (_median(case.image, m[k]) for k in ("lv", "myo", "ra"))
+    assert myo > 3 * lv and myo > 3 * ra, (lv, myo, ra)
+    assert case.meta["readout"] == "tse" and case.meta["field_strength"] == "3" and case.grid.spacing[2] >= 6.0
+
+
 def test_mri_protocols_differ():
     bssfp = generate_heart_case("mri", SEED, 0, protocol="bssfp-1.5T")
     gre = generate_heart_case("mri", SEED, 0, protocol="gre-3T")

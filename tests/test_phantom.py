@@ -231,6 +231,35 @@ def test_contrast_inverts_between_modalities():
     assert ct["liver"] > ct["spleen"] and t2["spleen"] > t2["liver"]
 
 
+def test_unseen_ct_centre_is_a_late_arterial_low_dose_scan():
+    """arterial-lowdose: the aorta far brighter than in any portal-venous training case, the renal cortex brighter
+    than the liver by more, the noise (air-free fat, SD) higher than the training range's top (25 HU)."""
+    pv = generate_case("ct", 4, 0, overrides={"phase": "portal_venous", "enhancement": 1.0})
+    art = generate_case("ct", 4, 0, protocol="arterial-lowdose", overrides={"enhancement": 1.0})
+    assert art.meta["phase"] == "arterial" and 30 <= art.params.noise_sd <= 45
+    def med(case, tissue):
+        return float(np.median(case.image[_eroded(case.tissues == tissue)]))
+    assert med(art, Tissue.AORTA) > med(pv, Tissue.AORTA) + 100
+    assert med(art, Tissue.LIVER) < med(pv, Tissue.LIVER) - 20  # the liver enhances late
+    assert med(art, Tissue.KIDNEY_L_CORTEX) - med(art, Tissue.LIVER) > med(pv, Tissue.KIDNEY_L_CORTEX) - med(pv, Tissue.LIVER)
+    with pytest.raises(ValueError, match="CT protocol"):
+        generate_case("ct", 4, 0, protocol="t1-gd-3T")
+
+
+def test_unseen_mri_centre_is_a_gadolinium_enhanced_t1w_scan():
+    """t1-gd-3T: gadolinium shortens T1, so on T1w GRE the spleen and kidneys turn brighter than the liver (native
+    T1w: spleen darker than the liver) and the vessels brightest; bile takes up none."""
+    native = _mr_medians(generate_case("mri", 5, 2, mri_sequence="t1", overrides={"bias": 0.0}))
+    gd_case = generate_case("mri", 5, 2, protocol="t1-gd-3T", overrides={"bias": 0.0})
+    gd = _mr_medians(gd_case)
+    assert gd_case.meta["phase"] == "gadolinium_portal_venous" and gd_case.meta["field_strength"] == "3"
+    assert native["liver"] > native["spleen"] and gd["spleen"] > gd["liver"] and gd["kidney_left"] > gd["liver"]
+    aorta = float(np.median(gd_case.image[_eroded(gd_case.tissues == Tissue.AORTA)]))
+    assert aorta > max(gd.values())
+    with pytest.raises(ValueError, match="MRI protocol"):
+        generate_case("mri", 5, 2, protocol="arterial-lowdose")
+
+
 # --- output-folder policy ------------------------------------------------------------------------------------------
 
 def test_refuses_foreign_folder(tmp_path):

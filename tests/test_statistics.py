@@ -17,7 +17,7 @@ def test_wilcoxon_six_positive_differences_has_the_exact_p_of_two_in_sixty_four(
     b = [x - d for x, d in zip(a, [0.01, 0.02, 0.03, 0.04, 0.05, 0.06])]
     res = paired_test(a, b)
     assert res["p"] == pytest.approx(2 / 64) and res["n"] == 6 and res["diff"] == pytest.approx(0.035)
-    assert significance_mark(res["p"]) == "*"
+    assert significance_mark(res["p"]) == "†"
     assert paired_test(a, a) == {"diff": 0.0, "p": 1.0, "n": 6}  # identical methods: no difference at all
     # pairs with a missing value are dropped, not shifted
     assert paired_test([0.5, None, 0.7], [0.4, 0.3, math.nan])["n"] == 1

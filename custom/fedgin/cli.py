@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from fedgin.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
-                            name_list, nonnegative_int, positive_float, positive_int, set_item, set_values)
+                            name_list, nonnegative_int, positive_float, positive_int, seed_list, set_item,
+                            set_values)
 
 DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 TEST_INPUT_CHOICES = ["raw", "reference", "freesdg-hfc", "raffesdg-butterworth"]
@@ -61,7 +62,13 @@ def _read_json_file(path: str, option: str):
 def _cmd_phantom(a: argparse.Namespace) -> int:
     from fedgin.phantom import generate_dataset
 
-    ids = generate_dataset(a.output, a.modality, a.cases, a.seed, mri_sequence=a.sequence,
+    from fedgin.phantom.ct import CT_PROTOCOLS
+    from fedgin.phantom.mri import MR_PROTOCOLS
+
+    known = [p for p in (CT_PROTOCOLS if a.modality == "ct" else MR_PROTOCOLS) if p]
+    if a.protocol is not None and a.protocol not in known:
+        raise OptionError(f"--protocol {a.protocol}: not a {a.modality} protocol; {a.modality} has {known}")
+    ids = generate_dataset(a.output, a.modality, a.cases, a.seed, mri_sequence=a.sequence, protocol=a.protocol,
                            val_fraction=a.val_fraction, test_fraction=a.test_fraction)
     print(f"wrote {len(ids)} {a.modality} phantom cases to {a.output}")
     return 0
@@ -160,8 +167,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     resolve_device(a.device)
     if a.output:
         check_output_file(a.output, "--output")
-    res = evaluate(a.model, a.data, a.split, device=a.device, surface=a.surface)
-    print(format_dice_table(res, title=f"3D Dice per case, mean over {a.split} cases ({a.model})"))
+    res = evaluate(a.model, a.data, a.split, device=a.device, surface=a.surface, geometry=a.geometry)
+    where = "each source volume's grid" if a.geometry == "source" else "the cached grid"
+    print(format_dice_table(res, title=f"3D Dice per case on {where}, mean over {a.split} cases ({a.model})"))
     if a.surface:
         for name, block in res["summary"]["per_class"].items():
             print(f"{name}: HD95 {block['hd95_mm']:.1f} mm, NSD {block['nsd']:.3f} (tolerance "
@@ -269,8 +277,9 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     else:  # the arguments are checked before any phantom is made
         datalists = phantom_sites(out / "phantom_data", a.cases, name_list(a.organs, "--organs"), a.spacing,
                                   a.size, a.seed, step="phantom data: ")
-    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seed, test_input=a.test_input, train=train)
-    print(f"report: {out / 'table.md'}, {out / 'dice.csv'}, {out / 'ratios.csv'}, {out / 'dice.png'}")
+    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seeds, test_input=a.test_input, train=train)
+    print(f"report: {out / 'table.md'}, {out / 'stats.csv'}, {out / 'boundary.md'}, {out / 'dice.csv'}, "
+          f"{out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
 
 
@@ -285,7 +294,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     values = check_dataclass_values(config_cls, set_values(a.set, template), "--set")
     if a.train:
         values["train"] = {**values.get("train", {}), **_train_values(a.train)}
-    for key in ("rounds", "seed"):
+    for key in ("rounds", "seed", "seeds"):
         if getattr(a, key) is not None:
             values[key] = getattr(a, key)
     if a.methods is not None:
@@ -324,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", type=positive_int, required=True, help="number of cases")
     s.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     s.add_argument("--sequence", default="mixed", choices=["mixed", "t1", "t2"], help="MRI weighting (default mixed)")
+    s.add_argument("--protocol", choices=["arterial-lowdose", "t1-gd-3T"],
+                   help="an unseen centre instead of the training centres' mix: CT arterial-lowdose (late arterial "
+                        "phase, low dose) or MRI t1-gd-3T (gadolinium-enhanced fat-saturated T1w GRE at 3 T)")
     s.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of cases in the val split")
     s.add_argument("--test-fraction", type=fraction, default=0.2, help="fraction of cases in the test split")
     s.set_defaults(func=_cmd_phantom)
@@ -389,7 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="JSON file for per-case results (top-level mean_dice)")
     s.add_argument("--device", default="auto")
     s.add_argument("--surface", action="store_true",
-                   help="also HD95 (mm) and surface Dice (NSD, 2 mm tolerance) per case and class, on the cached grid")
+                   help="also HD95 (mm) and surface Dice (NSD, 2 mm tolerance) per case and class")
+    s.add_argument("--geometry", choices=["source", "cache"], default="source",
+                   help="score each prediction mapped back onto its source volume, with the source voxel size "
+                        "(default, as the paper scores reconstructed volumes), or on the cached training grid")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("predict", help="segment NIfTI volumes with a model file; label maps in the inputs' geometry")
@@ -440,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="runs/compare", help="grid folder (resumes what it finds there)")
     s.add_argument("--data-root", help="folder with site-ct/ and site-mri/ datalists (default: phantom)")
     s.add_argument("--methods", help="comma-separated methods (default: all)")
-    s.add_argument("--settings", default="single-ct,single-mri,centralized,federated", help="comma-separated")
+    s.add_argument("--settings", default="single-ct,single-mri,centralized,centralized-steps,federated",
+                   help="comma-separated (centralized-steps: pooled training for as many optimiser steps as the "
+                        "federation's largest site makes, the step-matched control)")
     s.add_argument("--rounds", type=positive_int, default=10,
                    help="rounds = epochs of every run (default 10, sized for ~1 h on 2 CPU cores; paper 100)")
     s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128], help="U-Net channels, e.g. 16,32,64,128")
@@ -449,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--organs", default=DEMO_ORGANS, help="phantom task classes")
     s.add_argument("--spacing", type=positive_float, default=4.0, help="phantom in-plane mm")
     s.add_argument("--size", type=size_px, default=96, help="phantom slice size")
-    s.add_argument("--seed", type=nonnegative_int, default=0)
+    s.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the phantom data (default 0)")
+    s.add_argument("--seeds", type=seed_list, default=[0, 1, 2],
+                   help="training seeds: every cell runs once per seed; tables give mean ± sd and a 95 %% CI over "
+                        "seeds × test cases and paired tests against gin (default 0,1,2)")
     s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
                    help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
     s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)
@@ -468,7 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=positive_int, help="rounds = epochs of every run")
     s.add_argument("--methods", help="comma-separated methods")
     s.add_argument("--organs", help="abdomen: comma-separated organs (one binary model each)")
-    s.add_argument("--seed", type=nonnegative_int)
+    s.add_argument("--seed", type=nonnegative_int, help="seed of the phantoms and the partition")
+    s.add_argument("--seeds", type=seed_list,
+                   help="training seeds (each run once per seed; abdomen-mri-scarce: each seed also draws its "
+                        "own partition), e.g. 0,1,2")
     s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any field of the experiment's configuration, e.g. --set 'ct_counts=[0,20,40,100]'")
     s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)

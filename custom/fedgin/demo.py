@@ -60,6 +60,7 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
     """Phantom CT and MRI cases and the slice caches of ``site-ct`` / ``site-mri`` under ``work`` (reused when
     unchanged); returns {site: datalist path}."""
     from fedgin.data import prepare_site
+    from fedgin.data.prepare import CACHE_REVISION
     from fedgin.phantom import generate_dataset
 
     work.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
         print(f"{step.format(i=i + 1)}{site}: phantom {modality.upper()} cases and slice cache")
         pparams = {"modality": modality, "cases": cases, "seed": seed}
         ph = _stage(work, f"phantom/{modality}", pparams, lambda out: generate_dataset(out, modality, cases, seed))
-        dparams = {**pparams, "organs": organs, "spacing": spacing, "size": size}
+        dparams = {**pparams, "organs": organs, "spacing": spacing, "size": size, "cache_revision": CACHE_REVISION}
         data = _stage(work, f"data/{site}", dparams,
                       lambda out: prepare_site(layout="totalseg", input_dir=ph, output_dir=out, site=site,
                                                modality=modality, organs=organs, spacing=spacing, size=size,
@@ -99,8 +100,8 @@ def run_demo(a: argparse.Namespace) -> dict:
     print(f"      simulator finished in {sim['seconds']:.0f} s")
 
     print("[4/4] 3D Dice of the final global model on the held-out test cases")
-    res = evaluate(sim["global_model"], list(datalists.values()), "test", progress=False)
-    table = format_dice_table(res, title=f"FedGIN demo ({a.method}): final global model, 3D Dice per organ")
+    res = evaluate(sim["global_model"], list(datalists.values()), "test", progress=False, geometry="source")
+    table = format_dice_table(res, title=f"FedGIN demo ({a.method}): final global model, 3D Dice per organ on each scan's own grid")
     print()
     print(table)
     out = {

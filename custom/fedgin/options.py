@@ -106,6 +106,17 @@ def int_list(text: str) -> list[int]:
     return [positive_int(p) for p in parts]
 
 
+def seed_list(text: str) -> list[int]:
+    """``0,1,2`` -> ``[0, 1, 2]``: distinct integers >= 0 (training seeds of a grid)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    seeds = [nonnegative_int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct, got {text!r}")
+    return seeds
+
+
 def name_list(text: str, option: str) -> list[str]:
     """A comma-separated list of names (``liver,spleen``); none at all is an error (a run over nothing does no work).
 

@@ -142,7 +142,7 @@ def _cmd_run(a):
             poc.stop()
     if res["cross_site"].is_file():
         _print_cross_site(res["cross_site"])
-    test = evaluate(res["global_model"], list(datalists.values()), "test", progress=False)
+    test = evaluate(res["global_model"], list(datalists.values()), "test", progress=False, geometry="source")
     print()
     print(format_dice_table(test, title=f"POC job {job_id} ({a.method}): final global model, 3D Dice per organ"))
     print(f"global model: {res['global_model']}")

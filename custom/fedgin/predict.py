@@ -47,11 +47,10 @@ import nibabel as nib
 import nibabel.orientations as nio
 import numpy as np
 import torch
-from scipy import ndimage
 
 from fedgin.data.finite import NONFINITE_POLICIES, check_finite, nonfinite_summary
 from fedgin.data.nifti import NiftiError, RasVolume, read_nifti_ras
-from fedgin.data.preprocess import preprocess_image, to_slices
+from fedgin.data.preprocess import labels_onto, preprocess_image, to_slices
 from fedgin.engine import ModelFileError, load_model_file
 from fedgin.engine.norm import set_domain
 from fedgin.engine.trainer import logits_to_labels
@@ -280,7 +279,7 @@ class Predictor:
             if progress:
                 progress(len(batch))
         grid_labels = np.moveaxis(labels, 0, 2)  # (size, size, Z') RAS, on grid_affine
-        ras_labels = self._onto(grid_labels, grid_affine, vol.data.shape, vol.affine)
+        ras_labels = labels_onto(grid_labels, grid_affine, vol.data.shape, vol.affine)
         source_order = nio.ornt_transform(_RAS, nio.io_orientation(vol.source_affine))
         out = np.ascontiguousarray(nio.apply_orientation(ras_labels, source_order)).astype(np.uint8)
         if out.shape != tuple(vol.source_shape):
@@ -293,13 +292,6 @@ class Predictor:
         summary = {"input": str(path), "shape": list(out.shape),
                    "voxels": {c: int((out == i + 1).sum()) for i, c in enumerate(self.classes)}}
         return img, summary
-
-    @staticmethod
-    def _onto(labels: np.ndarray, grid_affine: np.ndarray, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-        """Nearest-neighbour resampling of ``labels`` (on ``grid_affine``) onto the grid (``shape``, ``affine``)."""
-        m = np.linalg.inv(grid_affine) @ np.asarray(affine, dtype=np.float64)  # target voxel -> label voxel
-        return ndimage.affine_transform(labels, m[:3, :3], offset=m[:3, 3], output_shape=tuple(shape), order=0,
-                                        mode="constant", cval=0, prefilter=False)
 
     def num_slices(self, path: Path) -> int:
         """Slices the model will see for ``path`` (for progress bars), from the header only; 0 when the header cannot

@@ -34,7 +34,8 @@ def _model_values(method: str, channels: list[int], test_input: str) -> dict[str
 
 def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, rounds: int, channels: list[int],
               seed: int = 0, test_input: str = "raw", heldout: Path | None = None,
-              job_values: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> dict[str, Any]:
+              job_values: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+              steps: int | None = None) -> dict[str, Any]:
     """Train one model; returns ``{"model": path | {site: path} (FedBN), "seconds": float, ...}``.
 
     Args:
@@ -45,6 +46,8 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         train: further ``TrainConfig`` values (plain JSON, e.g. ``{"sampler": "organ", "loss_variant":
             "authors"}``; ``model`` a dict of ``ModelConfig`` values), for every setting; the job variables of the
             same names in a federation. ``method`` and ``seed`` are the arguments.
+        steps: local / centralized only: train exactly this many optimiser steps instead of ``rounds`` epochs
+            (the step-matched control of ``fedgin compare``).
     """
     from fedgin.engine import TrainConfig
     from fedgin.methods import get_method
@@ -60,6 +63,8 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
     cfg = TrainConfig.from_dict({**train, "method": method, "seed": seed, "model": model}, source="train values")
     t0 = time.perf_counter()
     if setting == "federated":
+        if steps is not None:
+            raise ValueError("steps: a federation's budget is its rounds (and local epochs), not a step count")
         from fedgin.flare.job import train_job_values
 
         extra = {**train_job_values({**train, "model": model}), **(job_values or {})}
@@ -70,7 +75,8 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         raise ValueError(f"local training takes one site, got {sorted(sites)}")
     from fedgin.workflows import train
 
-    res = train(list(sites.values()), out / "train", cfg, epochs=rounds, progress=False)
+    res = train(list(sites.values()), out / "train", cfg, epochs=None if steps else rounds, steps=steps,
+                progress=False)
     return {"model": res["model"], "seconds": time.perf_counter() - t0}
 
 
@@ -109,7 +115,7 @@ def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str
 def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test",
                  site_modality: dict[str, str] | None = None) -> dict[str, Any]:
     """3D Dice, HD95 and NSD of a trained run on the ``split`` cases of ``tests`` (``fedgin.workflows.evaluate``
-    format, ``surface=True``).
+    format, ``surface=True``), in each test volume's source geometry.
 
     For FedBN (``trained["model"]`` a dict of local models) each test datalist is scored with the local model of a
     site of its modality (``site_modality``: site → modality).
@@ -120,14 +126,14 @@ def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test"
 
     model = trained["model"]
     if not isinstance(model, dict):
-        return evaluate(model, tests, split, progress=False, surface=True)
+        return evaluate(model, tests, split, progress=False, surface=True, geometry="source")
     parts = []
     for test in tests:
         modality = load_datalist(test)["modality"]
         site = next((s for s, m in (site_modality or {}).items() if m == modality and s in model), None)
         if site is None:
             raise ValueError(f"{test}: no local model of a {modality} site to evaluate it with")
-        parts.append(evaluate(model[site], [test], split, progress=False, surface=True))
+        parts.append(evaluate(model[site], [test], split, progress=False, surface=True, geometry="source"))
     cases = [c for p in parts for c in p["cases"]]
     summary = summarise(cases, parts[0]["classes"])
     return {**parts[0], "model": "local models", "cases": cases, "summary": summary,

@@ -75,5 +75,6 @@ def paired_test(a: Sequence[float | None], b: Sequence[float | None], method: st
 
 
 def significance_mark(p: float, alpha: float = ALPHA) -> str:
-    """``"*"`` when ``p < alpha`` (a difference outside the noise at that level), else ``""``."""
-    return "*" if p is not None and math.isfinite(p) and p < alpha else ""
+    """``"†"`` when ``p < alpha`` (a difference outside the noise at that level), else ``""`` (not ``*``, which
+    markdown reads as emphasis next to a bold value)."""
+    return "†" if p is not None and math.isfinite(p) and p < alpha else ""

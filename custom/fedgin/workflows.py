@@ -170,9 +170,12 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     surface: bool = False,
+    geometry: str = "cache",
 ) -> dict[str, Any]:
     """Per-case, per-class 3D Dice of a model file on one split of ``datalists`` (``surface``: also HD95 in mm
-    and NSD, ``fedgin.engine.surface``, on the cached grid with its voxel size).
+    and NSD, ``fedgin.engine.surface``); ``geometry``: ``"cache"`` (the cached grid) or ``"source"`` (each
+    prediction mapped back onto its source volume and scored there with the source voxel size,
+    ``fedgin.engine.Engine.evaluate``).
 
     Returns:
         ``{"model", "split", "classes", "cases": [...], "summary": {...}, "mean_dice": float}``; ``mean_dice`` is the
@@ -197,7 +200,7 @@ def evaluate(
     data = SliceSet(dls, split)
     if data.num_cases == 0:
         raise ValueError(f"no {split} cases in {[d['path'] for d in dls]}")
-    res = engine.evaluate(data, progress=progress, surface=surface)
+    res = engine.evaluate(data, progress=progress, surface=surface, geometry=geometry)
     return {"model": str(model_file), "split": split, "classes": engine.classes, **res}
 
 

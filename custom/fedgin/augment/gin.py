@@ -102,8 +102,10 @@ class GIN(torch.nn.Module):
             ``models/imagefilter.py`` and the FedGIN authors' ``clients/gin.py``).
         slope_range: ``(low, high)`` of the random slope.
         fixed_slope: slope used when ``slope="fixed"``.
-        per_sample: True (paper / original GIN code): one random network per sample. False (the FedGIN
-            authors' ``clients/gin.py``): one network shared by the whole batch; alpha stays per sample.
+        per_sample: True (default; the original GIN code, ``imagefilter.py``): one random network per sample.
+            False (the FedGIN authors' ``clients/gin.py``, and the FedGIN paper's Algorithm 1, which draws W, b
+            once per mini-batch): one network shared by the whole batch; alpha stays per sample. The paper is
+            ambiguous: its text augments "each training sample", its Algorithm 1 draws once per batch.
         alpha_range: ``(low, high)`` of the per-sample blend weight; ``(0, 0)`` gives the identity
             (up to the ``eps`` of the renormalisation), ``(1, 1)`` the pure random-network output.
         eps: added to ``||x_mix||_F`` in the denominator.

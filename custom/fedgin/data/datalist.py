@@ -6,6 +6,8 @@
     cases/<case_id>_image.npy   float32, shape (S, H, W): S axial slices of the preprocessed RAS volume,
                                  ``stack[z] == volume_ras[:, :, z]`` (H = x axis R, W = y axis A), z-scored per volume
     cases/<case_id>_label.npy   uint8,   shape (S, H, W): task label ids (0 background, 1..K in ``labels`` order)
+    cases/<case_id>_source_label.nii.gz   uint8 NIfTI: the same task label ids on the source volume's own grid
+                                 (RAS voxel order, its affine): what scores are computed against (``geometry="source"``)
 
 ``datalist.json`` (MONAI-style: ``training`` / ``validation`` / ``test`` lists, split by case, never by slice)::
 
@@ -30,6 +32,7 @@ Each ``<case>``::
     {
       "case_id": "s0001", "modality": "ct",
       "image": "cases/s0001_image.npy", "label": "cases/s0001_label.npy",   # relative to the datalist's folder
+      "source_label": "cases/s0001_source_label.nii.gz",   # absent in caches made before it was kept
       "num_slices": S,
       "spacing_mm": [sx, sy, sz],        # voxel size of the cached volume (mm)
       "affine": [[4x4]],                 # RAS voxel (i=x, j=y, k=z) -> world mm of the cached volume
@@ -145,7 +148,9 @@ def _check_case(p: Path, root: Path, split: str, i: int, case: Any) -> None:
     n = case["num_slices"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise DatalistError(f"{where} (case {cid!r}): num_slices must be a positive integer, got {n!r}")
-    for key in ("image", "label"):
+    for key in ("image", "label", "source_label"):
+        if key == "source_label" and key not in case:  # optional: caches prepared before it was kept
+            continue
         rel = case[key]
         if not isinstance(rel, str) or not rel:
             raise DatalistError(f"{where} (case {cid!r}): {key} must be a relative path, got {rel!r}")
@@ -162,6 +167,13 @@ def case_paths(datalist: dict[str, Any], case: dict[str, Any]) -> tuple[Path, Pa
     """Absolute (image, label) paths of one case of a loaded datalist."""
     root = Path(datalist["root"])
     return root / case["image"], root / case["label"]
+
+
+def source_label_path(datalist: dict[str, Any], case: dict[str, Any]) -> Path | None:
+    """Absolute path of a case's label map in its source volume's geometry (NIfTI, RAS voxel order, task label
+    ids), or ``None`` for a cache prepared before it was kept."""
+    rel = case.get("source_label")
+    return None if rel is None else Path(datalist["root"]) / rel
 
 
 def task_labels(datalist: dict[str, Any]) -> list[str]:

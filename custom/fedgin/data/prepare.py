@@ -66,6 +66,9 @@ from fedgin.outputs import OutputPathError, check_output_dir
 
 __all__ = ["LAYOUTS", "prepare_site", "split_cases"]
 
+#: what a cache holds, for callers that reuse a cache: 2 = the slices plus each case's source label map
+CACHE_REVISION = 2
+
 log = logging.getLogger(__name__)
 
 #: dataset layout name -> adapter (add new dataset formats here)
@@ -231,6 +234,19 @@ def _save(tmp: Path, rel: str, array: np.ndarray, output_dir: Path) -> None:
         raise _write_error(e, output_dir / rel) from e
 
 
+def _save_nifti(tmp: Path, rel: str, label: np.ndarray, affine: np.ndarray, output_dir: Path) -> None:
+    """The task label map in the source volume's geometry (RAS voxel order, uint8), for scoring a prediction
+    mapped back onto it (``fedgin.engine.Engine.evaluate(geometry="source")``)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
+    img.set_data_dtype(np.uint8)
+    try:
+        nib.save(img, str(tmp / rel))
+    except OSError as e:
+        raise _write_error(e, output_dir / rel) from e
+
+
 def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: LayoutAdapter, spacing: float,
                 size: int, clip_percentiles: Sequence[float] | None, nonfinite: str,
                 output_dir: Path) -> dict[str, Any]:
@@ -266,6 +282,8 @@ def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: Lay
             raise AssertionError(f"bug: {tmp / rel} written twice (case {case.case_id})")
     _save(tmp, image_rel, slices, output_dir)
     _save(tmp, label_rel, to_slices(pre.label).astype(np.uint8, copy=False), output_dir)
+    source_label_rel = f"cases/{case.case_id}_source_label.nii.gz"
+    _save_nifti(tmp, source_label_rel, loaded.label, loaded.affine, output_dir)
     log.debug("case %s prepared in %.2f s", case.case_id, time.perf_counter() - t0)
     return {
         "case_id": case.case_id,
@@ -275,6 +293,7 @@ def _case_entry(case: SourceCase, organs: Sequence[str], tmp: Path, adapter: Lay
         "num_slices": int(pre.image.shape[2]),
         "spacing_mm": [round(float(s), 9) for s in voxel_spacing(pre.affine)],
         "affine": np.asarray(pre.affine, dtype=float).tolist(),
+        "source_label": source_label_rel,
         "source_image": str(Path(case.image_path).resolve()),
         "source_shape": [int(s) for s in loaded.source_shape],
         "source_affine": np.asarray(loaded.source_affine, dtype=float).tolist(),

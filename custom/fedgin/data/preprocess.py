@@ -212,6 +212,16 @@ def normalization_text(clip_percentiles: Sequence[float] | None) -> str:
     return base.format(clip=f"clip to the volume's {lo:g}-{hi:g} percentiles, then ") + tail
 
 
+def labels_onto(labels: np.ndarray, grid_affine: np.ndarray, shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour resampling of a label volume (on ``grid_affine``) onto another grid (``shape``, ``affine``),
+    0 outside it: a prediction on the cached grid mapped back to its source volume's voxels."""
+    from scipy import ndimage
+
+    m = np.linalg.inv(np.asarray(grid_affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
+    return ndimage.affine_transform(labels, m[:3, :3], offset=m[:3, 3], output_shape=tuple(int(n) for n in shape),
+                                    order=0, mode="constant", cval=0, prefilter=False)
+
+
 def to_slices(volume: np.ndarray) -> np.ndarray:
     """RAS volume (X, Y, Z) -> C-contiguous axial slice stack (Z, X, Y): ``stack[z] == volume[:, :, z]``."""
     return np.ascontiguousarray(np.moveaxis(volume, 2, 0))

@@ -18,10 +18,13 @@ __all__ = ["TrainConfig", "ModelConfig"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MONAI 2D U-Net (``monai.networks.nets.UNet``) hyper-parameters.
+    """2D U-Net hyper-parameters (``fedgin.engine.model.SegUNet``).
 
-    The paper uses a 2D U-Net on 256×256 slices; ``channels``/``strides`` default to the common MONAI setup for that
-    size. Batch norm is the default because the authors' U-Net uses it (and DSBN/FedBN need it).
+    The paper uses "a 2D U-Net" on 256×256 slices. ``arch`` ``"monai"`` (default, a documented choice):
+    ``monai.networks.nets.UNet``, ``channels``/``strides`` the common MONAI setup for that size. ``"authors"``: the
+    authors' U-Net (``fedgin.engine.authors_unet``); given without ``channels``/``strides``/``dropout`` it takes
+    the authors' values (32-64-128 + a 256 bottleneck, dropout 0.3). Batch norm is the default because the
+    authors' U-Net uses it (and DSBN/FedBN need it).
     """
 
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -31,6 +34,7 @@ class ModelConfig:
     dropout: float = 0.0
     domains: tuple[str, ...] = ()  # non-empty: domain-specific batch norm with one branch per domain (DSBN)
     test_input: str = "raw"  # eval-time input filter: raw | freesdg-hfc | raffesdg-butterworth (augment.eval_input)
+    arch: str = "monai"  # monai | authors
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, source: str = "") -> ModelConfig:
@@ -39,10 +43,18 @@ class ModelConfig:
         values = dict(check_type(where, values, "dict") if values is not None else {})
         _check_keys(cls, values, where)
         _check_fields(cls, values, where, _MODEL_FIELDS)
+        if values.get("arch") == "authors":  # the authors' values for what is not given
+            values = {**AUTHORS_MODEL, **values}
         for key in ("channels", "strides", "domains"):
             if key in values:
                 values[key] = tuple(values[key])
         cfg = cls(**values)
+        from fedgin.engine.model import ARCHS
+
+        if cfg.arch not in ARCHS:
+            raise OptionError(f"{where}.arch: must be one of {list(ARCHS)}, got {cfg.arch!r}")
+        if cfg.arch == "authors" and any(s != 2 for s in cfg.strides):
+            raise OptionError(f"{where}.strides: the authors' U-Net pools by 2 at every level, got {list(cfg.strides)}")
         if not cfg.channels:
             raise OptionError(f"{where}.channels: give at least one level, e.g. [16, 32, 64, 128]")
         if len(cfg.strides) != len(cfg.channels) - 1:
@@ -179,7 +191,10 @@ _MODEL_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "dropout": ("float", {"low": 0, "high": 1, "high_open": True}),
     "domains": ("str_list", {}),
     "test_input": ("str", {}),
+    "arch": ("str", {}),
 }
+#: the authors' U-Net as they ran it (``sachugowda/FedGIN``, ``clients/model.py``)
+AUTHORS_MODEL = {"channels": [32, 64, 128, 256], "strides": [2, 2, 2], "dropout": 0.3}
 
 
 def _check_fields(cls: type, values: dict[str, Any], where: str, spec: dict[str, tuple[str, dict]]) -> None:

@@ -29,6 +29,7 @@ class CaseSlices:
     image: np.ndarray
     label: np.ndarray
     meta: dict
+    datalist: dict | None = None  # the loaded datalist the case comes from (its "root" and "path")
 
 
 class SliceSet:
@@ -120,6 +121,7 @@ class SliceSet:
             image=image,
             label=label,
             meta=case,
+            datalist=datalist,
         )
 
     def __len__(self) -> int:

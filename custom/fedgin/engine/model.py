@@ -1,7 +1,8 @@
-"""The segmentation network: a MONAI 2D U-Net whose constructor arguments are all plain JSON values.
+"""The segmentation network: a 2D U-Net whose constructor arguments are all plain JSON values.
 
-The same class is named in the FLARE server's persistor config and rebuilt from a model file's metadata, so the
-architecture travels as data.
+``arch`` picks the network: ``"monai"`` (default) is ``monai.networks.nets.UNet``; ``"authors"`` is the FedGIN
+authors' U-Net (``fedgin.engine.authors_unet``). The same class is named in the FLARE server's persistor config
+and rebuilt from a model file's metadata, so the architecture travels as data.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from typing import Sequence
 
 import torch
 from monai.networks.nets import UNet
+from torch import nn
 
 from fedgin.augment.eval_input import eval_input_filter
 from fedgin.engine.norm import convert_to_domain_bn
 
-__all__ = ["SegUNet", "num_outputs", "build_model"]
+__all__ = ["SegUNet", "num_outputs", "build_model", "ARCHS"]
+
+#: the networks ``SegUNet`` can be
+ARCHS = ("monai", "authors")
 
 
 def num_outputs(num_classes: int) -> int:
@@ -24,13 +29,16 @@ def num_outputs(num_classes: int) -> int:
     return 1 if num_classes == 1 else num_classes + 1
 
 
-class SegUNet(UNet):
-    """``monai.networks.nets.UNet`` for single-channel 2D slices.
+class SegUNet(nn.Module):
+    """A U-Net for single-channel 2D slices: ``monai.networks.nets.UNet`` (``arch="monai"``) or the authors'
+    U-Net (``arch="authors"``: ``channels`` are its encoder levels then its bottleneck, ``strides`` must all be 2,
+    ``num_res_units`` is not used).
 
     Input (B, 1, H, W) float; output logits (B, num_outputs(num_classes), H, W). H and W must be divisible by
     the product of ``strides``. With ``domains``, every batch-norm layer is a ``DomainBatchNorm`` whose branch is
     selected with ``fedgin.engine.norm.set_domain``. With ``test_input`` other than ``"raw"``, the input is passed
-    through that reference test-time filter (``fedgin.augment.eval_input``) in eval mode only.
+    through that reference test-time filter (``fedgin.augment.eval_input``) in eval mode only. The network is
+    held as ``self.model`` (MONAI's own attribute name), so MONAI U-Net weights keep MONAI's keys.
     """
 
     def __init__(
@@ -43,17 +51,25 @@ class SegUNet(UNet):
         dropout: float = 0.0,
         domains: Sequence[str] = (),
         test_input: str = "raw",
+        arch: str = "monai",
     ) -> None:
-        super().__init__(
-            spatial_dims=2,
-            in_channels=1,
-            out_channels=num_outputs(num_classes),
-            channels=tuple(channels),
-            strides=tuple(strides),
-            num_res_units=num_res_units,
-            norm=norm,
-            dropout=dropout,
-        )
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        self.arch = arch
+        self.channels, self.strides = tuple(channels), tuple(strides)
+        self.num_res_units, self.norm, self.dropout = int(num_res_units), norm, float(dropout)
+        if arch == "monai":
+            self.model = UNet(spatial_dims=2, in_channels=1, out_channels=num_outputs(num_classes),
+                              channels=self.channels, strides=self.strides, num_res_units=num_res_units, norm=norm,
+                              dropout=dropout).model
+        else:
+            from fedgin.engine.authors_unet import AuthorsUNetCore
+
+            if any(s != 2 for s in self.strides):
+                raise ValueError(f"the authors' U-Net pools by 2 at every level: strides must all be 2, got "
+                                 f"{list(self.strides)}")
+            self.model = AuthorsUNetCore(num_outputs(num_classes), self.channels, norm=norm, dropout=dropout)
         self.num_classes = num_classes
         self.domains = tuple(domains)
         if self.domains:
@@ -67,12 +83,12 @@ class SegUNet(UNet):
         """The ``fedgin.engine.ModelConfig`` values this network was built with (plain JSON)."""
         return {"channels": list(self.channels), "strides": list(self.strides), "num_res_units": self.num_res_units,
                 "norm": self.norm, "dropout": self.dropout, "domains": list(self.domains),
-                "test_input": self.test_input}
+                "test_input": self.test_input, "arch": self.arch}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._eval_filter is not None and not self.training:
             x = self._eval_filter(x)
-        return super().forward(x)
+        return self.model(x)
 
 
 def build_model(num_classes: int, config) -> SegUNet:
@@ -86,4 +102,5 @@ def build_model(num_classes: int, config) -> SegUNet:
         dropout=config.dropout,
         domains=config.domains,
         test_input=config.test_input,
+        arch=config.arch,
     )

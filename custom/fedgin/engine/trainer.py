@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fedgin.augment import build_augmentation
 from fedgin.methods import get_method
 from fedgin.engine.config import TrainConfig
-from fedgin.engine.data import SliceSet
+from fedgin.engine.data import CaseSlices, SliceSet
 from fedgin.engine.loss import SegmentationLoss
 from fedgin.engine.metrics import dice_per_class, summarise
 from fedgin.engine.surface import NSD_TOLERANCE_MM, surface_metrics
@@ -268,16 +268,25 @@ class Engine:
         return logits_to_labels(logits)
 
     def evaluate(self, data: SliceSet, progress: bool = False, surface: bool = False,
-                 tolerance_mm: float = NSD_TOLERANCE_MM) -> dict[str, Any]:
+                 tolerance_mm: float = NSD_TOLERANCE_MM, geometry: str = "cache") -> dict[str, Any]:
         """Per-case, per-class 3D Dice over every case of ``data``, plus the mean loss per slice.
 
-        ``surface``: also HD95 (mm) and NSD at ``tolerance_mm`` per case and class (``fedgin.engine.surface``),
-        with the cached volume's voxel size (case ``spacing_mm`` [sx, sy, sz] for its (z, y, x) array); slower.
+        ``surface``: also HD95 (mm) and NSD at ``tolerance_mm`` per case and class (``fedgin.engine.surface``); slower.
+        ``geometry``: where the scores are computed: ``"cache"``, the cached grid and its voxel size (training
+        curves); ``"source"``, each case's source volume: the slice predictions are stacked into the cached volume,
+        mapped back onto the source grid (nearest neighbour, as ``fedgin predict`` writes them) and scored against
+        the source label map with the source voxel size, as the paper scores reconstructed volumes.
 
         Returns:
-            ``{"cases": [{"case", "site", "modality", "dice": {class: float|None}, "voxels": {...}}],
+            ``{"cases": [{"case", "site", "modality", "geometry", "dice": {class: float|None}, "voxels": {...}}],
             "summary": fedgin.engine.metrics.summarise(...), "mean_dice": float, "loss": float}``.
+
+        Raises:
+            DatalistError: ``geometry="source"`` on a cache without source label maps (prepared before they were
+                kept: prepare it again).
         """
+        if geometry not in ("cache", "source"):
+            raise ValueError(f"geometry must be 'cache' or 'source', got {geometry!r}")
         cases = []
         loss_sum, n_slices = 0.0, 0
         bs = self.config.eval_batch_size
@@ -297,19 +306,24 @@ class Engine:
                 loss_sum += float(self.loss_fn(logits, labels_d)) * images.shape[0]
                 n_slices += images.shape[0]
                 preds.append(self.to_labels(logits).cpu().numpy())
-            pred = np.concatenate(preds)  # (S, H, W): the volume, slices stacked back along z
-            per_class = dice_per_class(pred, np.asarray(case.label), len(self.classes))
+            pred = np.concatenate(preds)  # (S, X, Y): the cached volume, slices stacked back along z
+            if geometry == "source":
+                pred, truth, spacing = source_geometry(case, pred)
+            else:
+                sx, sy, sz = case.meta["spacing_mm"]
+                truth, spacing = np.asarray(case.label), (sz, sx, sy)  # stack[z] == volume[:, :, z]
+            per_class = dice_per_class(pred, truth, len(self.classes))
             record = {
                 "case": case.case_id,
                 "site": case.site,
                 "modality": case.modality,
+                "geometry": geometry,
                 "dice": {n: r["dice"] for n, r in zip(self.classes, per_class)},
                 "voxels": {n: {"truth": r["truth_voxels"], "pred": r["pred_voxels"]}
                            for n, r in zip(self.classes, per_class)},
             }
             if surface:
-                sx, sy, sz = case.meta["spacing_mm"]
-                sm = surface_metrics(pred, np.asarray(case.label), len(self.classes), (sz, sy, sx), tolerance_mm)
+                sm = surface_metrics(pred, truth, len(self.classes), spacing, tolerance_mm)
                 record["hd95_mm"] = {n: r["hd95_mm"] for n, r in zip(self.classes, sm)}
                 record["nsd"] = {n: r["nsd"] for n, r in zip(self.classes, sm)}
                 record["nsd_tolerance_mm"] = float(tolerance_mm)
@@ -321,3 +335,31 @@ class Engine:
             "mean_dice": summary["mean_dice"],
             "loss": loss_sum / max(n_slices, 1),
         }
+
+
+def source_geometry(case: CaseSlices, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """A cached-grid prediction ``pred`` (S, X, Y) of ``case`` on its source volume's grid.
+
+    Returns:
+        (prediction (X0, Y0, Z0) uint8, source label map (X0, Y0, Z0) uint8, voxel size (mm) per axis), the source
+        grid in RAS voxel order.
+    """
+    import nibabel as nib
+
+    from fedgin.data.datalist import DatalistError, source_label_path
+    from fedgin.data.nifti import voxel_spacing
+    from fedgin.data.preprocess import labels_onto
+
+    dl = case.datalist or {}
+    path = source_label_path(dl, case.meta)
+    if path is None:
+        raise DatalistError(f"{dl.get('path', case.site)}: case {case.case_id} has no source label map (a cache prepared before "
+                            "they were kept): prepare the site again to score in the source geometry")
+    try:
+        img = nib.load(str(path))
+        truth = np.asarray(img.dataobj, dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DatalistError(f"{path}: cannot read the source label map: {e}") from e
+    on_source = labels_onto(np.moveaxis(pred.astype(np.uint8), 0, 2), np.asarray(case.meta["affine"]),
+                            truth.shape, img.affine)
+    return on_source, truth, tuple(float(s) for s in voxel_spacing(img.affine))

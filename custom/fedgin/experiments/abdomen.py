@@ -2,14 +2,22 @@
 
 Sources (``fedgin.experiments.sources``): ``ts-ct`` and ``ts-mri`` train the sites (TotalSegmentator CT / MRI in
 the paper), ``amos-ct`` and ``amos-mri`` are the unseen test sets (AMOS22). Without ``--source`` each is a seeded
-phantom; the test phantoms use other seeds than the training ones, so they are other patients.
+phantom; the test phantoms use other seeds than the training ones, so they are other patients, and come from an
+unseen centre (``AbdomenConfig.protocols``): late-arterial low-dose CT (the training CT is unenhanced or portal
+venous at standard dose) and gadolinium-enhanced fat-saturated T1w GRE at 3 T (the training MRI is native T1w GRE
+or T2w TSE/HASTE).
 
-- ``abdomen-crossmodality`` (Table III): for each organ, one binary model per grid cell: single-modality (CT-only,
-  MRI-only), centralized (pooled) and federated training with each method; every model is tested on both unseen
-  test sets. The per-organ runs are merged into one table whose columns are organ × test modality.
+- ``abdomen-crossmodality`` (Table III): for each organ and training seed, one binary model per grid cell:
+  single-modality (CT-only, MRI-only), centralized (pooled; also step-matched) and federated training with each
+  method; every model is tested on both unseen test sets. The per-organ runs are merged into one table whose columns
+  are organ × test modality, with mean ± sd and 95 % CIs over seeds × cases and paired tests against GIN
+  (``fedgin.compare.write_report``). The seeds vary the training only: one partition (``seed``) serves them all.
+  ``mri_train_cases`` makes the sites imbalanced, as the paper's (Table I: the CT site holds about 90 %).
 - ``abdomen-mri-scarce`` (Table II, Fig. 3): an MRI site with few MRI cases is joined through the federation by a
-  CT site with 0, n1, n2, ... CT cases (0 = the MRI site trains alone); every count is repeated over seeds (each
-  seed draws its own partition; the CT sets are nested within a seed); tested on the unseen MRI and CT sets.
+  CT site with 0, n1, n2, ... CT cases (0 = the MRI site trains alone, also without augmentation); at every count
+  the same cases are also pooled (Fig. 3's centralized series); every count is repeated over seeds (each seed
+  draws its own partition; the CT sets are nested within a seed); tested on the unseen MRI and CT sets, with
+  mean ± sd, 95 % CIs and paired tests against the MRI-only GIN model.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgin.experiments.report import fmt, markdown_table, mean_std
+from fedgin.experiments.report import fmt, markdown_table
 from fedgin.experiments.sources import Source, phantom_source, prepare_sites
 from fedgin.partition import draw_partition, write_partition
 
@@ -37,22 +45,29 @@ class AbdomenConfig:
 
     organs: list[str] = field(default_factory=lambda: ["liver", "spleen"])  # paper: 5 organs
     methods: list[str] = field(default_factory=lambda: ["none", "gin"])
-    settings: list[str] = field(default_factory=lambda: ["single-ct", "single-mri", "centralized", "federated"])
+    settings: list[str] = field(default_factory=lambda: ["single-ct", "single-mri", "centralized", "centralized-steps",
+                                                         "federated"])
     rounds: int = 10  # paper: 100
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # paper: 32..512
     spacing: float = 4.0  # paper: 1.5
     size: int = 96  # paper: 256
     seed: int = 0
     train_cases: int | str = 8  # training cases per site ("rest" = all the source has left)
+    mri_train_cases: int | None = None  # the MRI site's, when the sites are imbalanced (paper Table I: CT ~90 %)
     val_cases: int = 2
     phantom_test_cases: int = 4  # per modality
     # MRI-scarce series
     mri_cases: int = 4  # paper: 20
     ct_counts: list[int] = field(default_factory=lambda: [0, 4, 8, 16])  # paper: 0, 20, 40, 100
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds (mri-scarce: also partitions)
     mri_only_baseline: bool = True  # Table II's MRI-only row without augmentation ("none" at 0 CT cases)
+    centralized_series: bool = True  # Fig. 3's centralized series: the same MRI + CT cases pooled, at every count
     test_input: str = "raw"
     train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
+    # acquisition protocol of each phantom source; the test sets come from a centre no training site has (as AMOS
+    # is for the paper): an arterial-phase low-dose CT and a gadolinium-enhanced T1w MRI at 3 T
+    protocols: dict = field(default_factory=lambda: {"ts-ct": None, "ts-mri": None, "amos-ct": "arterial-lowdose",
+                                                     "amos-mri": "t1-gd-3T"})
 
 
 def _sources(work: Path, given: dict[str, Source], cfg: AbdomenConfig, train_pool: dict[str, int]) -> dict[str, Source]:
@@ -65,8 +80,9 @@ def _sources(work: Path, given: dict[str, Source], cfg: AbdomenConfig, train_poo
         test = name in TEST_SOURCES
         cases = cfg.phantom_test_cases if test else train_pool[name]
         seed = cfg.seed + (TEST_SEED_OFFSET if test else 0)
-        print(f"source {name}: phantom, {cases} {modality.upper()} cases")
-        out[name] = phantom_source(work, name, "abdomen", modality, cases, seed)
+        protocol = cfg.protocols.get(name)
+        print(f"source {name}: phantom, {cases} {modality.upper()} cases, protocol {protocol or 'training centres'}")
+        out[name] = phantom_source(work, name, "abdomen", modality, cases, seed, protocol)
     return out
 
 
@@ -81,16 +97,18 @@ def _test_plan(pools: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = None) -> Path:
     """Run (or resume) the cross-modality comparison; writes ``table.md`` (Table III layout), ``dice.csv``,
     ``dice.png``, ``ratios.csv`` and ``partition.json`` into ``out``; returns ``out``."""
-    from fedgin.compare import grid, load_results, merge_binary_results, run_grid, write_report
+    from fedgin.compare import cell_name, grid, load_results, merge_binary_results, run_grid, write_report
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     n_train = cfg.train_cases if isinstance(cfg.train_cases, int) else 0
-    pool_size = {"ts-ct": n_train + cfg.val_cases, "ts-mri": n_train + cfg.val_cases}
+    mri_train = cfg.train_cases if cfg.mri_train_cases is None else cfg.mri_train_cases
+    n_mri = mri_train if isinstance(mri_train, int) else 0
+    pool_size = {"ts-ct": n_train + cfg.val_cases, "ts-mri": n_mri + cfg.val_cases}
     sources = _sources(out, given or {}, cfg, pool_size)
     pools = _pools(sources)
     plan = {"site-ct": {"source": "ts-ct", "training": cfg.train_cases, "validation": cfg.val_cases},
-            "site-mri": {"source": "ts-mri", "training": cfg.train_cases, "validation": cfg.val_cases},
+            "site-mri": {"source": "ts-mri", "training": mri_train, "validation": cfg.val_cases},
             **_test_plan(pools)}
     partition = draw_partition(pools, plan, cfg.seed, description="abdomen-crossmodality: one CT and one MRI "
                                "training site; unseen CT and MRI test sets")
@@ -101,16 +119,18 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
         print(f"[organ {k}/{len(cfg.organs)}] {organ}: binary task")
         data = prepare_sites(out / "data" / organ, partition, sources, [organ], cfg.spacing, cfg.size)
         folder = run_grid({s: data[s] for s in ("site-ct", "site-mri")}, out / "grid" / organ, cfg.methods,
-                          cfg.settings, cfg.rounds, cfg.channels, cfg.seed, cfg.test_input,
+                          cfg.settings, cfg.rounds, cfg.channels, cfg.seeds, cfg.test_input,
                           tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train)
-        per_organ[organ] = load_results(folder, cells)
+        per_organ[organ] = load_results(folder, cells, cfg.seeds)
         from fedgin.curves import curves_png
 
-        curves_png({f"{s}__{m}": folder / "runs" / f"{s}__{m}" for s, m in cells}, out / f"curves_{organ}.png",
-                   f"{organ}: training curves")
-    merged = [merge_binary_results({organ: per_organ[organ][i] for organ in cfg.organs}) for i in range(len(cells))]
-    for (setting, method), m in zip(cells, merged):
-        m["setting"], m["method"] = setting, method
+        curves_png({f"{s}__{m}": folder / "runs" / cell_name(s, m, cfg.seeds[0]) for s, m in cells},
+                   out / f"curves_{organ}.png", f"{organ}: training curves (seed {cfg.seeds[0]})")
+    # load_results: cells × seeds in order, the same for every organ
+    keys = [(s, m, k) for s, m in cells for k in cfg.seeds]
+    merged = [merge_binary_results({organ: per_organ[organ][i] for organ in cfg.organs}) for i in range(len(keys))]
+    for (setting, method, seed), m in zip(keys, merged):
+        m["setting"], m["method"], m["seed"] = setting, method, seed
     write_report(out, cells, merged)
     _write_config(out, cfg, sources, time.perf_counter() - t0)
     return out
@@ -128,12 +148,18 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
     sources = _sources(out, given or {}, cfg, pool_size)
     pools = _pools(sources)
     rows: list[dict[str, Any]] = []
-    def methods_at(n_ct: int) -> list[str]:
-        """The methods run at ``n_ct`` CT cases: the MRI-only point also without augmentation (Table II)."""
-        extra = ["none"] if n_ct == 0 and cfg.mri_only_baseline and "none" not in cfg.methods else []
-        return list(cfg.methods) + extra
+    results: list[dict[str, Any]] = []
 
-    total = len(cfg.seeds) * len(cfg.organs) * sum(len(methods_at(n)) for n in cfg.ct_counts)
+    def runs_at(n_ct: int) -> list[tuple[str, str]]:
+        """(setting, method) at ``n_ct`` CT cases: federated (MRI-only training at 0 CT cases, with the MRI-only
+        baseline also without augmentation, Table II), and the same cases pooled (Fig. 3's centralized series)."""
+        if n_ct == 0:
+            extra = ["none"] if cfg.mri_only_baseline and "none" not in cfg.methods else []
+            return [("mri-only", m) for m in [*cfg.methods, *extra]]
+        return [("federated", m) for m in cfg.methods] + (
+            [("centralized", m) for m in cfg.methods if m not in ("fedbn", "fedda")] if cfg.centralized_series else [])
+
+    total = len(cfg.seeds) * len(cfg.organs) * sum(len(runs_at(n)) for n in cfg.ct_counts)
     i = 0
     for seed in cfg.seeds:
         for n_ct in cfg.ct_counts:
@@ -146,84 +172,122 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
             for organ in cfg.organs:
                 data = prepare_sites(out / "data" / f"seed{seed}_ct{n_ct}" / organ, part, sources, [organ],
                                      cfg.spacing, cfg.size, sites=None if n_ct else ["site-mri", "test-ct", "test-mri"])
-                for method in methods_at(n_ct):
+                for setting, method in runs_at(n_ct):
                     i += 1
                     name = f"seed{seed}__ct{n_ct}__{method}__{organ}"
-                    print(f"[{i}/{total}] {cfg.mri_cases} MRI + {n_ct} CT cases, {method}, {organ}, seed {seed}",
-                          flush=True)
+                    if setting == "centralized":
+                        name = f"seed{seed}__ct{n_ct}__centralized__{method}__{organ}"
+                    print(f"[{i}/{total}] {cfg.mri_cases} MRI + {n_ct} CT cases, {setting} {method}, {organ}, "
+                          f"seed {seed}", flush=True)
 
-                    def run(cell=out / "runs" / name, data=data, method=method, n_ct=n_ct, seed=seed):
+                    def run(cell=out / "runs" / name, data=data, method=method, n_ct=n_ct, seed=seed,
+                            setting=setting):
                         sites = {s: data[s] for s in (["site-ct", "site-mri"] if n_ct else ["site-mri"])}
-                        trained = train_run("federated" if n_ct else "local", method, sites, cell,
-                                            rounds=cfg.rounds, channels=cfg.channels, seed=seed,
-                                            test_input=cfg.test_input, train=cfg.train)
+                        kind = {"mri-only": "local"}.get(setting, setting)
+                        trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels,
+                                            seed=seed, test_input=cfg.test_input, train=cfg.train)
                         res = evaluate_run(trained, [data["test-mri"], data["test-ct"]], "test",
                                            site_modality={"site-ct": "ct", "site-mri": "mri"})
-                        return {"summary": res["summary"], "cases": res["cases"], "seconds": trained["seconds"]}
+                        return {"summary": res["summary"], "cases": res["cases"], "classes": res["classes"],
+                                "seconds": trained["seconds"]}
 
                     res = cached_run(out / "runs" / name, run)
                     per_mod = res["summary"]["per_modality"]
-                    rows.append({"seed": seed, "ct_cases": n_ct, "method": method, "organ": organ,
-                                 "mri_dice": per_mod.get("mri", {}).get("mean_dice"),
+                    rows.append({"seed": seed, "ct_cases": n_ct, "setting": setting, "method": method,
+                                 "organ": organ, "mri_dice": per_mod.get("mri", {}).get("mean_dice"),
                                  "ct_dice": per_mod.get("ct", {}).get("mean_dice"), "seconds": res["seconds"],
                                  "mri_collapsed": int(bool(per_mod.get("mri", {}).get("empty"))),
                                  "ct_collapsed": int(bool(per_mod.get("ct", {}).get("empty")))})
+                    results.append({**res, "seed": seed, "ct_cases": n_ct, "setting": setting, "method": method,
+                                    "organ": organ})
                     print(f"      MRI test Dice {fmt(rows[-1]['mri_dice'])}, CT {fmt(rows[-1]['ct_dice'])} "
                           f"in {res['seconds']:.0f} s")
-    _scarce_report(out, cfg, rows)
+    _scarce_report(out, cfg, rows, results)
     _write_config(out, cfg, sources, time.perf_counter() - t0)
     return out
 
 
-def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]]) -> None:
+def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """runs.csv (one line per run), table.md (Table II layout: rows = setting, method, CT cases; columns = organ ×
+    test modality, mean ± sd (95 % CI) over seeds × test cases, † where a row differs from the MRI-only model of
+    the reference method) and curve.png (Fig. 3)."""
     import csv
+
+    from fedgin.experiments.grid_stats import cell_stats, format_stats, stats_note, versus
+    from fedgin.statistics import significance_mark
 
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    header = ["method", "CT cases"] + [f"{o} {m}" for o in cfg.organs for m in ("MRI", "CT")]
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["setting"], r["method"], r["ct_cases"]), []).append(r)
+    reference = "gin" if ("mri-only", "gin", 0) in groups else next(
+        (m for s, m, n in groups if s == "mri-only"), None)
+
+    def of(key, organ):
+        return [r for r in groups.get(key, []) if r["organ"] == organ]
+
+    header = ["setting", "method", "CT cases"] + [f"{o} {m}" for o in cfg.organs for m in ("MRI", "CT")]
     table_rows, values, marks, curves = [], [], [], {}
-    methods = list(dict.fromkeys([*cfg.methods, *(r["method"] for r in rows)]))  # the MRI-only baseline last
-    for method in methods:
-        for n in cfg.ct_counts:
-            if not any((r["method"], r["ct_cases"]) == (method, n) for r in rows):
-                continue
-            line, vals, mark = [method, str(n)], [], []
-            for organ in cfg.organs:
-                for key in ("mri_dice", "ct_dice"):
-                    sel = [r for r in rows if (r["method"], r["ct_cases"], r["organ"]) == (method, n, organ)]
-                    m, s = mean_std([r[key] for r in sel])
-                    line.append(f"{fmt(m)} ± {fmt(s)}")
-                    vals.append(m)
-                    mark.append(any(r.get(key.replace("dice", "collapsed")) for r in sel))  # a seed collapsed
-                    if key == "mri_dice":
-                        curves.setdefault((method, organ), []).append((n, m, s))
-            table_rows.append(line)
-            values.append(vals)
-            marks.append(mark)
-    text = markdown_table(header, table_rows, values, first_value_column=2, path=out / "table.md", marks=marks)
-    print(f"MRI-scarce series (test Dice, mean ± std over seeds {cfg.seeds}):\n{text}")
+    order = {"mri-only": 0, "federated": 1, "centralized": 2}
+    method_order = list(dict.fromkeys([*cfg.methods, "none"]))
+    for key in sorted(groups, key=lambda k: (order[k[0]], method_order.index(k[1]), k[2])):
+        setting, method, n = key
+        line, vals, mark = [setting, method, str(n)], [], []
+        for organ in cfg.organs:
+            ref = of(("mri-only", reference, 0), organ) if key != ("mri-only", reference, 0) else None
+            for modality in ("mri", "ct"):
+                sel = of(key, organ)
+                st = cell_stats(sel, modality, organ)
+                p = versus(ref, sel, modality, organ)["p"] if ref else float("nan")
+                line.append(format_stats(st) + significance_mark(p))
+                vals.append(st["mean"])
+                mark.append(any(r["summary"]["per_modality"].get(modality, {}).get("empty") for r in sel))
+                if modality == "mri":
+                    series = "MRI only" if setting == "mri-only" else setting
+                    curves.setdefault((series, method, organ), []).append((n, st))
+        table_rows.append(line)
+        values.append(vals)
+        marks.append(mark)
+    text = markdown_table(header, table_rows, values, first_value_column=3, marks=marks)
+    if reference:
+        text += "\n" + stats_note(cfg.seeds, f"the MRI-only (0 CT cases) {reference} model") + "\n"
+    (out / "table.md").write_text(text)
+    print(f"MRI-scarce series (test Dice over seeds {cfg.seeds} × test cases):\n{text}")
     _curve(out / "curve.png", curves, cfg)
 
 
 def _curve(path: Path, curves: dict, cfg: AbdomenConfig) -> None:
+    """Fig. 3: MRI test Dice against the CT cases added, federated and centralized series (from the MRI-only
+    point at 0 CT cases), 95 % CI bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (method, organ), pts in curves.items():
-        xs, ms, ss = zip(*pts)
-        ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=f"{method} · {organ}")
-    ax.set_xlabel(f"CT cases joining {cfg.mri_cases} MRI cases through the federation")
-    ax.set_ylabel("MRI test Dice (mean ± std over seeds)")
+    for (series, method, organ), pts in curves.items():
+        if series == "MRI only":
+            ax.errorbar([0], [pts[0][1]["mean"]], yerr=[[pts[0][1]["mean"] - pts[0][1]["ci_low"]],
+                        [pts[0][1]["ci_high"] - pts[0][1]["mean"]]], marker="s", capsize=3, linestyle="none",
+                        label=f"MRI only · {method} · {organ}")
+            continue
+        start = curves.get(("MRI only", method, organ), [])
+        pts = sorted(start + pts, key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        ms = [p[1]["mean"] for p in pts]
+        err = [[p[1]["mean"] - p[1]["ci_low"] for p in pts], [p[1]["ci_high"] - p[1]["mean"] for p in pts]]
+        ax.errorbar(xs, ms, yerr=err, marker="o", capsize=3, linestyle="-" if series == "federated" else "--",
+                    label=f"{series} · {method} · {organ}")
+    ax.set_xlabel(f"CT cases joining {cfg.mri_cases} MRI cases")
+    ax.set_ylabel("MRI test Dice (mean, 95 % CI over seeds × cases)")
     ax.set_ylim(0, 1)
     ax.set_xticks(cfg.ct_counts)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("MRI-scarce federation (Fig. 3 style)")
+    ax.legend(fontsize=7)
+    ax.set_title("MRI-scarce: federated and centralized (Fig. 3 style)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -28,6 +28,8 @@ __all__ = ["HeartConfig", "HEART_CLASSES", "TRAIN_SITES", "HELDOUT_SITE", "heart
 HEART_CLASSES = ["myo", "la", "lv", "ra", "rv", "ao", "pa"]
 TRAIN_SITES = {"site-ct1": "ct", "site-ct2": "ct", "site-mri1": "mri"}
 HELDOUT_SITE = "site-mri2"
+#: the method every other one is tested against (same setting, same seeds and held-out test cases)
+REFERENCE = "gin"
 
 
 @dataclass
@@ -40,14 +42,16 @@ class HeartConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     spacing: float = 2.5
     size: int = 80
-    seed: int = 0
+    seed: int = 0  # phantoms and partition
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seeds: every run once per seed
     train_cases: int = 6  # per training site
     val_cases: int = 2  # per training site
     heldout_val: int = 3
     heldout_test: int = 3
-    # scanners and protocols of the phantom sites (fedgin.phantom.HEART_PROTOCOLS); the held-out site differs
+    # scanners and protocols of the phantom sites (fedgin.phantom.heart_render.PROTOCOLS); the held-out site is a
+    # black-blood TSE: its blood-myocardium contrast is the inverse of every training site's (bright blood)
     protocols: dict[str, str | None] = field(default_factory=lambda: {
-        "site-ct1": "cta", "site-ct2": "cta-lowdose", "site-mri1": "bssfp-1.5T", "site-mri2": "gre-3T"})
+        "site-ct1": "cta", "site-ct2": "cta-lowdose", "site-mri1": "bssfp-1.5T", "site-mri2": "tse-bb-3T"})
     local: bool = True
     centralized: bool = True
     test_input: str = "raw"
@@ -90,19 +94,20 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
         runs += [("centralized", f"centralized {m}", m, train_sites) for m in cfg.methods if m not in ("fedbn", "fedda")]
     runs += [("federated", f"federated {m}", m, train_sites) for m in cfg.methods]
     results: list[dict[str, Any]] = []
-    for i, (group, label, method, sites) in enumerate(runs, 1):
-        name = label.replace(" ", "__")
-        print(f"[{i}/{len(runs)}] {label}", flush=True)
+    todo = [(k, *r) for k in cfg.seeds for r in runs]
+    for i, (seed, group, label, method, sites) in enumerate(todo, 1):
+        name = f"{label.replace(' ', '__')}__seed{seed}"
+        print(f"[{i}/{len(todo)}] {label}, seed {seed}", flush=True)
 
-        def run(cell=out / "runs" / name, group=group, method=method, sites=sites):
+        def run(cell=out / "runs" / name, group=group, method=method, sites=sites, seed=seed):
             kind = "local" if group == "local" else group
-            trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels, seed=cfg.seed,
+            trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels, seed=seed,
                                 test_input=cfg.test_input, heldout=held if group == "federated" else None,
                                 train=cfg.train)
             res = evaluate_run(trained, [held], "test", site_modality=modality_of)
             entry = {"group": group, "method": method, "model": "final" if group != "federated" else "best on "
                      "held-out validation", "summary": res["summary"], "cases": res["cases"],
-                     "seconds": trained["seconds"]}
+                     "classes": res["classes"], "seconds": trained["seconds"]}
             if group == "federated" and not isinstance(trained["model"], dict):
                 final = evaluate_run({"model": trained["global_model"]}, [held], "test")
                 entry["final"] = {"summary": final["summary"], "cases": final["cases"]}
@@ -110,14 +115,15 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
             return entry
 
         res = cached_run(out / "runs" / name, run)
-        res["label"] = label
+        res.update(label=label, seed=seed, folder=name)
         results.append(res)
         print(f"      held-out test Dice {fmt(res['summary']['mean_dice'])} in {res['seconds']:.0f} s")
     _report(out, cfg, results, partition, data)
     from fedgin.curves import curves_png
 
-    curves_png({r["label"]: out / "runs" / r["label"].replace(" ", "__") for r in results}, out / "curves.png",
-               "training curves (federated: validation Dice of the global model at the training sites)")
+    curves_png({r["label"]: out / "runs" / r["folder"] for r in results if r["seed"] == cfg.seeds[0]},
+               out / "curves.png", f"training curves, seed {cfg.seeds[0]} (federated: validation Dice of the global "
+               "model at the training sites)")
     (out / "experiment.json").write_text(json.dumps({
         "config": asdict(cfg), "sources": {n: s.description or str(s.path) for n, s in sources.items()},
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}, indent=1))
@@ -140,31 +146,45 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
                      str(len(entry["test"])), str(slices)])
     sites_md = markdown_table(["site", "role", "modality", "training cases", "validation cases", "test cases",
                                "training slices"], rows, path=out / "sites.md")
-    # Table V: held-out test Dice per class
-    lines, values, marks = [], [], []
+    # Table V: held-out test Dice per class, mean ± sd (95 % CI) over seeds × test cases
+    from fedgin.experiments.grid_stats import cell_stats, format_stats, stats_note, versus
+    from fedgin.statistics import significance_mark
+
+    variants: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (group, row label) -> one result per seed
     for r in results:
-        variants = [(r["label"] + (" (best on held-out val)" if r["group"] == "federated" and "final" in r else ""),
-                     r["summary"])]
+        best = r["group"] == "federated" and "final" in r
+        variants.setdefault((r["group"], r["label"] + (" (best on held-out val)" if best else "")), []).append(r)
         if "final" in r:
-            variants.append((r["label"] + " (final)", r["final"]["summary"]))
-        for label, summary in variants:
-            vals = [summary["per_class"][c]["mean"] for c in cfg.classes] + [summary["mean_dice"]]
-            lines.append([r["group"], label] + [fmt(v) for v in vals])
-            values.append(vals)
-            empty = summary.get("empty", [])
-            marks.append([c in empty for c in cfg.classes] + [bool(empty)])
-    table = markdown_table(["setting", "run"] + cfg.classes + ["mean"], lines, values, first_value_column=2,
-                           path=out / "table.md", marks=marks)
+            variants.setdefault((r["group"], r["label"] + " (final)"), []).append(
+                {**r, "summary": r["final"]["summary"], "cases": r["final"]["cases"]})
+    cols = cfg.classes + ["mean"]
+    lines, values, marks = [], [], []
+    for (group, label), rs in variants.items():
+        ref_label = label.replace(rs[0]["method"], REFERENCE, 1)
+        ref = variants.get((group, ref_label)) if ref_label != label else None
+        cells, vals = [], []
+        for c in cols:
+            st = cell_stats(rs, "mri", c)
+            p = versus(ref, rs, "mri", c)["p"] if ref else float("nan")
+            cells.append(format_stats(st) + significance_mark(p))
+            vals.append(st["mean"])
+        lines.append([group, label] + cells)
+        values.append(vals)
+        empty = set().union(*(r["summary"].get("empty", []) for r in rs))
+        marks.append([c in empty for c in cfg.classes] + [bool(empty)])
+    table = markdown_table(["setting", "run"] + cols, lines, values, first_value_column=2, marks=marks)
+    table += f"\n{stats_note(cfg.seeds, f'the {REFERENCE} run of the same setting and model choice')}\n"
+    (out / "table.md").write_text(table)
     print(f"Sites (Table IV):\n{sites_md}\nHeld-out site, test half: 3D Dice (Table V layout):\n{table}")
     with open(out / "dice.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", "case", "class", "dice"])
+        w.writerow(["run", "seed", "case", "class", "dice", "hd95_mm", "nsd"])
         for r in results:
             for c in r["cases"]:
                 for name in cfg.classes:
-                    d = c["dice"].get(name)
-                    w.writerow([r["label"], c["case"], name, "" if d is None else d])
-    _heldout_plot(out / "heldout_validation.png", results)
+                    vals = [(c.get(k) or {}).get(name) for k in ("dice", "hd95_mm", "nsd")]
+                    w.writerow([r["label"], r["seed"], c["case"], name, *("" if v is None else v for v in vals)])
+    _heldout_plot(out / "heldout_validation.png", [r for r in results if r["seed"] == cfg.seeds[0]])
 
 
 def _heldout_plot(path: Path, results: list[dict[str, Any]]) -> None:

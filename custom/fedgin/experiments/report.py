@@ -6,20 +6,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["markdown_table", "fmt", "mean_std"]
+__all__ = ["markdown_table", "fmt"]
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population std of the finite values (NaN, NaN when there is none)."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan
-    m = sum(vals) / len(vals)
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
 
 
 def markdown_table(header: list[str], rows: list[list[str]], values: list[list[float]] | None = None,

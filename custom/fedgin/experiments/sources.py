@@ -72,13 +72,15 @@ def stage(folder: Path, params: dict[str, Any], build: Callable[[Path], Any]) ->
 
 def phantom_source(work: Path, name: str, kind: str, modality: str, cases: int, seed: int,
                    protocol: str | None = None) -> Source:
-    """A seeded phantom dataset standing in for a real one (``kind``: ``abdomen`` or ``heart``)."""
+    """A seeded phantom dataset standing in for a real one (``kind``: ``abdomen`` or ``heart``; ``protocol``: the
+    acquisition protocol of its centre, ``fedgin.phantom.generate_dataset`` / ``generate_heart_dataset``)."""
     from fedgin import phantom
 
     params = {"kind": kind, "modality": modality, "cases": cases, "seed": seed, "protocol": protocol}
     folder = work / "sources" / name
     if kind == "abdomen":
-        stage(folder, params, lambda out: phantom.generate_dataset(out, modality, cases, seed, progress=False))
+        stage(folder, params, lambda out: phantom.generate_dataset(out, modality, cases, seed, protocol=protocol,
+                                                                   progress=False))
         layout = "totalseg"
     elif kind == "heart":
         stage(folder, params, lambda out: phantom.generate_heart_dataset(out, modality, cases, seed,
@@ -95,6 +97,7 @@ def prepare_sites(work: Path, partition: dict[str, Any], sources: dict[str, Sour
     """Slice caches of the partition's ``sites`` (default all) under ``work/data/<task>/<site>``; returns
     ``{site: datalist path}``. A site whose cases, classes and geometry are unchanged is reused."""
     from fedgin.data import prepare_site
+    from fedgin.data.prepare import CACHE_REVISION
     from fedgin.partition import site_case_splits
 
     task = "-".join(classes) if len(classes) <= 3 else f"{len(classes)}classes"
@@ -104,7 +107,7 @@ def prepare_sites(work: Path, partition: dict[str, Any], sources: dict[str, Sour
         src = sources[entry["source"]]
         splits = site_case_splits(partition, site)
         params = {"source": src.description or str(src.path), "layout": src.layout, "options": src.options,
-                  "cases": splits, "classes": classes, "spacing": spacing, "size": size}
+                  "cases": splits, "classes": classes, "spacing": spacing, "size": size, "cache_revision": CACHE_REVISION}
         folder = work / "data" / task / site
         stage(folder, params, lambda f, src=src, splits=splits, site=site: prepare_site(
             layout=src.layout, input_dir=src.path, output_dir=f, site=site, modality=src.modality, organs=classes,

@@ -196,7 +196,7 @@ def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str,
     device = merged["device"]
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")
-    model = {k: merged[k] for k in ("channels", "strides", "num_res_units", "norm", "dropout", "domains",
+    model = {k: merged[k] for k in ("channels", "strides", "num_res_units", "norm", "dropout", "domains", "arch",
                                     "test_input")}
     train = {k: merged[k] for k in TRAIN_VARIABLES}
     TrainConfig.from_dict({**train, "model": model}, source="job variables")
@@ -214,7 +214,7 @@ def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
 
     record = read_round(path)
     args = {k: values[k] for k in ("num_classes", "channels", "strides", "num_res_units", "norm", "dropout",
-                                   "domains", "test_input")}
+                                   "domains", "test_input", "arch")}
     expected = {k: tuple(v.shape) for k, v in SegUNet(**args).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in record["weights"].items()}
     if found != expected:

@@ -96,12 +96,14 @@ def _fmt(x: float, nd: int = 2) -> str:
 
 
 def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "mixed",
-                  overrides: dict[str, object] | None = None) -> PhantomCase:
+                  protocol: str | None = None, overrides: dict[str, object] | None = None) -> PhantomCase:
     """Generate case ``index`` of a phantom dataset in memory.
 
     Args:
         modality: "ct" or "mri". seed: non-negative int. index: case number (>= 0).
         mri_sequence: "mixed" (random T1w/T2w per case), "t1" or "t2"; ignored for CT.
+        protocol: ``None`` (the training centres) or an unseen test centre: CT ``"arterial-lowdose"``
+            (``fedgin.phantom.ct``), MRI ``"t1-gd-3T"`` (``fedgin.phantom.mri``; ``mri_sequence`` ignored).
         overrides: attribute values replacing the sampled :class:`CTParams` / :class:`MRParams` fields
             (e.g. ``{"bias": 0.0}``), for tests and experiments.
     """
@@ -109,7 +111,8 @@ def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "
     if int(seed) < 0 or int(index) < 0:
         raise ValueError("seed and index must be non-negative integers")
     acq = _rng(seed, modality, index, _ACQUISITION)
-    params = sample_ct_params(acq) if modality == "ct" else sample_mr_params(acq, mri_sequence)
+    params = (sample_ct_params(acq, protocol) if modality == "ct" else
+              sample_mr_params(acq, mri_sequence, protocol))
     for k, v in (overrides or {}).items():
         if not hasattr(params, k):
             raise ValueError(f"unknown {type(params).__name__} field {k!r}")
@@ -148,7 +151,8 @@ def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "
     else:
         meta.update(sequence=params.sequence,
                     readout="spgr" if params.sequence == "t1" else ("haste" if params.haste else "tse"),
-                    field_strength=_fmt(params.field_strength, 1), phase="native",
+                    field_strength=_fmt(params.field_strength, 1),
+                    phase="native" if params.gd_mm is None else "gadolinium_portal_venous",
                     fat_suppression="yes" if params.fat_sat else "no", noise=_fmt(params.snr, 1),
                     noise_model="rician_snr", tr_ms=_fmt(params.tr, 1) if not params.haste else "inf",
                     te_ms=_fmt(params.te, 1), flip_deg=_fmt(params.flip, 1), bias_field=_fmt(params.bias, 3))
@@ -211,7 +215,8 @@ def write_cases(out: Path, cases: int, make_case, splits: list[str], desc: str,
 
 
 def generate_dataset(output: str | Path, modality: str, cases: int, seed: int, *, mri_sequence: str = "mixed",
-                     val_fraction: float = 0.2, test_fraction: float = 0.2, progress: bool = True) -> list[str]:
+                     protocol: str | None = None, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                     progress: bool = True) -> list[str]:
     """Write a phantom dataset in the TotalSegmentator layout and return the case ids written.
 
     ``<output>/<id>/{ct|mri}.nii.gz``, ``<output>/<id>/segmentations/<organ>.nii.gz`` (six organs, uint8 0/1,
@@ -221,7 +226,8 @@ def generate_dataset(output: str | Path, modality: str, cases: int, seed: int, *
 
     Args:
         output: dataset folder. modality: "ct" or "mri". cases: number of cases (>= 1). seed: >= 0.
-        mri_sequence: "mixed" | "t1" | "t2" (MRI only). val_fraction, test_fraction: split shares.
+        mri_sequence: "mixed" | "t1" | "t2" (MRI only). protocol: ``None`` or an unseen test centre
+            (:func:`generate_case`). val_fraction, test_fraction: split shares.
         progress: show a tqdm progress bar.
     """
     modality = _modality(modality)
@@ -232,7 +238,8 @@ def generate_dataset(output: str | Path, modality: str, cases: int, seed: int, *
     splits = assign_splits(int(cases), seed, modality, val_fraction, test_fraction)
     out = Path(output)
     prepare_output(out)
-    rows, ids = write_cases(out, int(cases), lambda i: generate_case(modality, seed, i, mri_sequence=mri_sequence),
+    rows, ids = write_cases(out, int(cases), lambda i: generate_case(modality, seed, i, mri_sequence=mri_sequence,
+                                                                     protocol=protocol),
                             splits, f"phantom {modality}", progress)
     write_meta(out, rows)
     return ids

@@ -137,7 +137,8 @@ def generate_heart_case(modality: str, seed: int, index: int, *, protocol: str |
         modality: "ct" or "mri" ("mr" accepted). seed: non-negative int. index: case number (>= 0); its id is
             ``{ct|mr}_train_{1001 + index}``.
         protocol: site style, see :mod:`~fedgin.phantom.heart_render`: CT "cta" (default), "cta-early",
-            "cta-lowdose"; MRI "bssfp-1.5T" (default), "gre-3T"; or "mixed" (one drawn per case).
+            "cta-lowdose"; MRI "bssfp-1.5T" (default), "gre-3T", "tse-bb-3T" (black blood); or "mixed" (one drawn
+            per case).
         overrides: attribute values replacing sampled :class:`HeartCTParams` / :class:`HeartMRParams` fields
             (e.g. ``{"bias": 0.0}``), for tests and experiments.
 

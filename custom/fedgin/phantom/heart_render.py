@@ -2,7 +2,7 @@
 
 Protocols (a site uses one; ``"mixed"`` draws one per case). The paper's heart use case has three training
 sites (CT, CT, MRI) and a held-out MRI site; e.g. ``cta`` + ``cta-lowdose`` + ``bssfp-1.5T`` for training and
-``gre-3T`` held out.
+``tse-bb-3T`` (black blood) held out.
 
 CT (CT angiography, blood pool 300-500 HU, reference section 3.7; all values approximate):
 
@@ -32,7 +32,14 @@ myocardium T1 950-996 / 1052-1184 ms, T2 52-56 / 50-54 ms, Dabir 2014 / Granitz 
   TE 1.5-2.5 ms, flip 12-20 deg, T2* = 0.45 T2; thick slices 5-8 mm, in-plane 1.5-2 mm, stronger bias
   field (B1 at 3 T) up to +-25-45 %, SNR 15-30.
 
-Both MR protocols: per-case per-tissue log-normal jitter of T1/T2 (SD 0.08) and PD (SD 0.04), per-voxel
+* ``tse-bb-3T``: 2D black-blood T2-weighted turbo spin echo at 3 T (double inversion recovery, ECG-triggered,
+  TR = 2 RR intervals 1600-2400 ms, TE 60-85 ms): ``S = PD (1 - exp(-TR / T1)) exp(-TE / T2)``; flowing blood is
+  nulled (x0.02-0.1 of its signal, flow void), so blood is *dark* and the myocardium and fat bright: the
+  blood-myocardium contrast of the bright-blood protocols (and of CT angiography) is inverted. Fat saturation in
+  half of the cases; slices 6-8 mm, in-plane 1.4-1.8 mm, bias field up to +-25-45 %, SNR 12-25. The held-out
+  site of the heart experiment: no training site has a dark-blood protocol.
+
+All MR protocols: per-case per-tissue log-normal jitter of T1/T2 (SD 0.08) and PD (SD 0.04), per-voxel
 correlated T1/T2 jitter (SD 0.05), then :func:`~fedgin.phantom.mri.acquire_mr` (in-plane PSF, slice profile,
 bias, Rician noise, uint16 with a random global scale). CT uses :func:`~fedgin.phantom.ct.acquire_ct`.
 """
@@ -75,6 +82,8 @@ PROTOCOLS: dict[str, HeartProtocol] = {p.name: p for p in (
                   (2.5, 3.0)),
     HeartProtocol("bssfp-1.5T", "mri", "3D whole-heart bSSFP at 1.5 T", (1.5, 2.0), (2.0, 2.5, 3.0)),
     HeartProtocol("gre-3T", "mri", "2D multi-slice spoiled GRE with inflow at 3 T", (1.5, 2.0), (5.0, 6.0, 7.0, 8.0)),
+    HeartProtocol("tse-bb-3T", "mri", "2D black-blood T2w TSE (double inversion recovery) at 3 T", (1.4, 1.8),
+                  (6.0, 7.0, 8.0)),
 )}
 
 DEFAULT_PROTOCOL: dict[str, str] = {"ct": "cta", "mri": "bssfp-1.5T"}
@@ -200,8 +209,9 @@ def render_heart_ct(labels: np.ndarray, sub: int, p: HeartCTParams, rng: np.rand
 class HeartMRParams:
     """Per-case MR parameters (times in ms, flip in degrees).
 
-    readout: "bssfp" | "gre"; t2prep: T2-preparation echo time (0 = none); inflow_pulses: RF pulses seen by
-    inflowing blood on GRE (0 on bSSFP); myo_t1 / myo_t2: the case's myocardial relaxation times;
+    readout: "bssfp" | "gre" | "tse"; t2prep: T2-preparation echo time (0 = none); inflow_pulses: RF pulses seen
+    by inflowing blood on GRE (0 otherwise); blood_void: multiplier of the blood signal (black blood; 1 = none);
+    myo_t1 / myo_t2: the case's myocardial relaxation times;
     t1_scale / t2_scale / pd_scale: float32 (256,) per-tissue multipliers; inflow_scale: float32 (256,) per-tissue
     multiplier of ``inflow_pulses``; acquisition as in :func:`~fedgin.phantom.mri.acquire_mr`.
     """
@@ -228,6 +238,7 @@ class HeartMRParams:
     bias_sigma: float
     snr: float
     out_scale: float
+    blood_void: float = 1.0
 
 
 def sample_heart_mr_params(rng: np.random.Generator, protocol: str) -> HeartMRParams:
@@ -248,6 +259,11 @@ def sample_heart_mr_params(rng: np.random.Generator, protocol: str) -> HeartMRPa
         kw = dict(readout="gre", field_strength=3.0, tr=u(4, 6), te=u(1.5, 2.5), flip=u(12, 20), t2prep=0.0,
                   fat_sat=False, inflow_pulses=u(8, 40), myo_t1=u(1052, 1184), myo_t2=u(50, 54),
                   psf_sigma=u(0.5, 0.7), bias=u(0.25, 0.45), bias_sigma=u(40, 70), snr=u(15, 30))
+    elif protocol == "tse-bb-3T":
+        kw = dict(readout="tse", field_strength=3.0, tr=u(1600, 2400), te=u(60, 85), flip=90.0, t2prep=0.0,
+                  fat_sat=bool(rng.random() < 0.5), inflow_pulses=0.0, myo_t1=u(1052, 1184), myo_t2=u(50, 54),
+                  psf_sigma=u(0.5, 0.7), bias=u(0.25, 0.45), bias_sigma=u(40, 70), snr=u(12, 25),
+                  blood_void=u(0.02, 0.1))
     else:
         raise ValueError(f"unknown MRI protocol {protocol!r}")
     kw = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in kw.items()}
@@ -264,7 +280,7 @@ def _mr_luts(p: HeartMRParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         pd[t] = v.pd * (1 - (v.fat_fraction if p.fat_sat else 0.0) * (1 - p.fat_residual))
     for t in BLOOD:
         t1[t], t2[t] = (BLOOD_MR.t1_30, BLOOD_MR.t2_30) if hi else (BLOOD_MR.t1_15, BLOOD_MR.t2_15)
-        pd[t] = BLOOD_MR.pd
+        pd[t] = BLOOD_MR.pd * p.blood_void
     for t in (H.LV_MYO, H.HEART_WALL):
         t1[t], t2[t], pd[t] = p.myo_t1, p.myo_t2, 0.8
     t1l = tissue_lut(t1, default=1000.0) * p.t1_scale
@@ -282,6 +298,8 @@ def _mr_luts(p: HeartMRParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _mr_signal(pd: np.ndarray, t1: np.ndarray, t2: np.ndarray, pulses: np.ndarray | None,
                p: HeartMRParams) -> np.ndarray:
     """Signal equation of the protocol's readout, elementwise (see the module docstring)."""
+    if p.readout == "tse":
+        return pd * (1 - np.exp(-np.float32(p.tr) / t1)) * np.exp(-np.float32(p.te) / t2)
     a = np.deg2rad(p.flip)
     sa, ca = np.float32(np.sin(a)), np.float32(np.cos(a))
     e1 = np.exp(-np.float32(p.tr) / t1)
@@ -303,7 +321,7 @@ def heart_signal_lut(p: HeartMRParams) -> np.ndarray:
 
 def render_heart_mri(labels: np.ndarray, sub: int, p: HeartMRParams, rng: np.random.Generator,
                      axes_out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Render a bright-blood cardiac MR volume.
+    """Render a cardiac MR volume (bright blood, or dark blood on ``tse``).
 
     Args:
         labels: uint8 :class:`HeartTissue` codes on the painting grid (nx, ny, nz * sub).

@@ -17,6 +17,10 @@ Flowing blood: flow void on TSE (x0.02-0.15), variable inflow on GRE (x0.5-1.3).
 Acquisition: in-plane Gaussian PSF, thick slices (box profile over the painted sub-slices), smooth
 multiplicative bias field exp(g) with |g| up to log(1 + 0.1..0.4), Rician noise with SNR 15-40 (relative to the
 mean body signal), output uint16 with a random global scale.
+
+The unseen test centre ``t1-gd-3T`` (``MR_PROTOCOLS``): contrast-enhanced (gadolinium, portal venous phase),
+fat-saturated T1w GRE at 3 T, 1/T1 = 1/T1_native + r1 C per tissue (``GD_PORTAL_MM``): bright vessels,
+kidneys and spleen, dark bile; a contrast no training centre has, with a stronger bias field and lower SNR.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .fields import SeparableField, texture_field
 from .grid import decimate_slices
 from .tissues import BLOOD_TISSUES, MR_TABLE, Tissue, tissue_lut
 
-__all__ = ["MRParams", "sample_mr_params", "render_mri", "signal_lut", "acquire_mr"]
+__all__ = ["MRParams", "MR_PROTOCOLS", "sample_mr_params", "render_mri", "signal_lut", "acquire_mr"]
 
 
 @dataclass
@@ -55,10 +59,35 @@ class MRParams:
     bias_sigma: float        # correlation length of the bias field (mm)
     snr: float
     out_scale: float         # 99.5th body percentile in the stored units
+    gd_mm: np.ndarray | None = None  # float32 (256,) gadolinium concentration per tissue (mM); None: native
 
 
-def sample_mr_params(rng: np.random.Generator, sequence: str) -> MRParams:
-    """Draw MR parameters; ``sequence`` is "t1", "t2" or "mixed" (50/50)."""
+#: MRI protocols of the abdominal phantom: ``None`` (the training centres' sequences) or an unseen test centre
+MR_PROTOCOLS = (None, "t1-gd-3T")
+#: gadolinium relaxivity r1 at 3 T (1/(ms mM); ~3.3 /s/mM for gadoterate-like agents)
+GD_R1_PER_MS = 0.0033
+#: portal-venous-phase gadolinium concentration per tissue (mM, approximate); bile and fat take up none
+GD_PORTAL_MM: dict[Tissue, float] = {
+    Tissue.AORTA: 1.0, Tissue.HEART_BLOOD: 1.0, Tissue.VEIN: 1.1, Tissue.LIVER: 0.45, Tissue.LIVER_VESSEL: 1.0,
+    Tissue.SPLEEN: 0.6, Tissue.KIDNEY_R_CORTEX: 1.3, Tissue.KIDNEY_L_CORTEX: 1.3, Tissue.KIDNEY_R_MEDULLA: 1.0,
+    Tissue.KIDNEY_L_MEDULLA: 1.0, Tissue.PANCREAS: 0.5, Tissue.MUSCLE: 0.15, Tissue.BOWEL_WALL: 0.6,
+    Tissue.MYOCARDIUM: 0.6, Tissue.MARROW: 0.2, Tissue.SKIN: 0.2}
+
+
+def sample_mr_params(rng: np.random.Generator, sequence: str, protocol: str | None = None) -> MRParams:
+    """Draw MR parameters; ``sequence`` is "t1", "t2" or "mixed" (50/50). ``protocol`` ``None``: the training
+    centres (native T1w GRE or T2w TSE/HASTE at 1.5 or 3 T); ``"t1-gd-3T"``: an unseen centre, a fat-saturated
+    T1w GRE at 3 T in the portal venous phase after gadolinium (T1 shortened per tissue, ``GD_PORTAL_MM``), with a
+    strong bias field (0.35-0.55) and SNR 12-25 (``sequence`` ignored)."""
+    if protocol not in MR_PROTOCOLS:
+        raise ValueError(f"MRI protocol must be one of {MR_PROTOCOLS}, got {protocol!r}")
+    if protocol == "t1-gd-3T":
+        p = sample_mr_params(rng, "t1")
+        p.field_strength, p.fat_sat = 3.0, True
+        p.gd_mm = (tissue_lut(GD_PORTAL_MM) * np.exp(np.clip(rng.normal(0, 0.15, 256), -0.3, 0.3))).astype(np.float32)
+        p.bias, p.snr = float(rng.uniform(0.35, 0.55)), float(rng.uniform(12, 25))
+        p.flow = float(rng.uniform(0.9, 1.3))
+        return p
     if sequence == "mixed":
         sequence = "t1" if rng.random() < 0.5 else "t2"
     if sequence not in ("t1", "t2"):
@@ -101,6 +130,8 @@ def _tissue_luts(p: MRParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if t in BLOOD_TISSUES:
             pd[t] *= p.flow
     t1l = tissue_lut(t1, default=1000.0) * p.t1_scale
+    if p.gd_mm is not None:  # contrast agent: 1/T1 = 1/T1_native + r1 C
+        t1l = (1.0 / (1.0 / t1l + np.float32(GD_R1_PER_MS) * p.gd_mm)).astype(np.float32)
     t2l = tissue_lut(t2, default=1.0) * p.t2_scale
     pdl = tissue_lut(pd) * p.pd_scale
     if p.sequence == "t1":  # T2* for the GRE readout
