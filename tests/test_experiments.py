@@ -61,6 +61,8 @@ def test_abdomen_mri_scarce_tiny(tmp_path):
     table = (out / "table.md").read_text()
     assert "±" in table and _rows(table) == 2 + 4 and "| mri-only | none | 0 |" in table
     assert "| centralized | gin | 2 |" in table and "MRI-only (0 CT cases) gin model" in table
+    boundary = (out / "boundary.md").read_text()
+    assert _rows(boundary) == 2 + 4 and "HD95 in mm" in boundary and " / " in boundary
     assert (out / "curve.png").stat().st_size > 5000
     # the 0-CT point trained the MRI site alone; the others ran a federation
     assert (out / "runs" / "seed0__ct2__gin__liver" / "job").is_dir()
@@ -83,6 +85,8 @@ def test_heart_selects_on_the_heldout_half_and_tests_on_the_other(tmp_path):
     assert set(fed["summary"]["per_class"]) == {"myo", "la", "lv", "ra", "rv", "ao", "pa"}
     table = (out / "table.md").read_text()
     assert "best on held-out val" in table and "(final)" in table and _rows(table) == 2 + 3 + 2
+    boundary = (out / "boundary.md").read_text()
+    assert _rows(boundary) == _rows(table) and "NSD" in boundary
     sites = (out / "sites.md").read_text()
     assert "held-out" in sites and sites.count("\n") == 2 + 4
     assert (out / "heldout_validation.png").stat().st_size > 5000

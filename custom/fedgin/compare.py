@@ -317,11 +317,9 @@ def _boundary_table(path: Path, cells, stats, classes: list[str]) -> None:
             txt.append("n/a" if not hd["n"] else f"{hd['mean']:.1f} ± {hd['sd']:.1f} / {nsd['mean']:.3f} ± "
                        f"{nsd['sd']:.3f}")
         lines.append(f"| {cell[0]} | {cell[1]} | " + " | ".join(txt) + " |")
-    from fedgin.engine.surface import NSD_TOLERANCE_MM
+    from fedgin.experiments.grid_stats import boundary_note
 
-    lines += ["", f"HD95 in mm (a class present but never predicted scores the volume's diagonal); NSD (surface "
-                  f"Dice) at a {NSD_TOLERANCE_MM:g} mm tolerance; mean ± sd over seeds × test cases; CIs and paired "
-                  f"tests in stats.csv."]
+    lines += ["", boundary_note() + " CIs and paired tests against GIN: stats.csv."]
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
 

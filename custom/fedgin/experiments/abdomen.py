@@ -210,10 +210,11 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
 def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
     """runs.csv (one line per run), table.md (Table II layout: rows = setting, method, CT cases; columns = organ ×
     test modality, mean ± sd (95 % CI) over seeds × test cases, † where a row differs from the MRI-only model of
-    the reference method) and curve.png (Fig. 3)."""
+    the reference method), boundary.md (HD95 / NSD, same layout) and curve.png (Fig. 3)."""
     import csv
 
-    from fedgin.experiments.grid_stats import cell_stats, format_stats, stats_note, versus
+    from fedgin.experiments.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
+                                               versus)
     from fedgin.statistics import significance_mark
 
     with open(out / "runs.csv", "w", newline="") as f:
@@ -233,7 +234,8 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], re
     table_rows, values, marks, curves = [], [], [], {}
     order = {"mri-only": 0, "federated": 1, "centralized": 2}
     method_order = list(dict.fromkeys([*cfg.methods, "none"]))
-    for key in sorted(groups, key=lambda k: (order[k[0]], method_order.index(k[1]), k[2])):
+    ordered = sorted(groups, key=lambda k: (order[k[0]], method_order.index(k[1]), k[2]))
+    for key in ordered:
         setting, method, n = key
         line, vals, mark = [setting, method, str(n)], [], []
         for organ in cfg.organs:
@@ -255,6 +257,10 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], re
     if reference:
         text += "\n" + stats_note(cfg.seeds, f"the MRI-only (0 CT cases) {reference} model") + "\n"
     (out / "table.md").write_text(text)
+    boundary = markdown_table(header, [[*key[:2], str(key[2])] + [format_boundary(of(key, o), m, o)
+                                                               for o in cfg.organs for m in ("mri", "ct")]
+                                       for key in ordered])
+    (out / "boundary.md").write_text(boundary + "\n" + boundary_note() + "\n")
     print(f"MRI-scarce series (test Dice over seeds {cfg.seeds} × test cases):\n{text}")
     _curve(out / "curve.png", curves, cfg)
 

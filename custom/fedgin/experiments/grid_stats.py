@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from fedgin.statistics import ALPHA, mean_ci, paired_test
 
-__all__ = ["METRICS", "observations", "cell_stats", "versus", "format_stats", "stats_note"]
+__all__ = ["METRICS", "observations", "cell_stats", "versus", "format_stats", "format_boundary", "stats_note",
+           "boundary_note"]
 
 #: metric name -> (key of a case record, higher is better)
 METRICS = {"dice": ("dice", True), "hd95_mm": ("hd95_mm", False), "nsd": ("nsd", True)}
@@ -83,6 +84,23 @@ def format_stats(s: dict[str, Any], digits: int = 3) -> str:
         return "n/a"
     f = f"{{:.{digits}f}}"
     return f"{f.format(s['mean'])} ± {f.format(s['sd'])} ({f.format(s['ci_low'])}–{f.format(s['ci_high'])})"
+
+
+def format_boundary(results: Sequence[dict[str, Any]], modality: str, name: str) -> str:
+    """``"12.3 ± 1.0 / 0.712 ± 0.030"``: HD95 (mm) / NSD, mean ± sd over seeds × cases; ``"n/a"`` without them."""
+    hd, nsd = (cell_stats(results, modality, name, m) for m in ("hd95_mm", "nsd"))
+    if not hd["n"]:
+        return "n/a"
+    return f"{hd['mean']:.1f} ± {hd['sd']:.1f} / {nsd['mean']:.3f} ± {nsd['sd']:.3f}"
+
+
+def boundary_note() -> str:
+    """The footnote of a boundary table."""
+    from fedgin.engine.surface import NSD_TOLERANCE_MM
+
+    return (f"HD95 in mm (lower is better; a class present but never predicted scores the volume's diagonal) / NSD "
+            f"(surface Dice) at a {NSD_TOLERANCE_MM:g} mm tolerance; mean ± sd over seeds × test cases, in each "
+            f"test volume's own geometry.")
 
 
 def stats_note(seeds: Sequence[int], reference: str, test: str = "wilcoxon") -> str:

@@ -60,7 +60,8 @@ class HeartConfig:
 
 def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -> Path:
     """Run (or resume) the whole-heart experiment; writes ``table.md`` (Table V layout: held-out test Dice per
-    class), ``sites.md`` (Table IV: the sites and their data), ``dice.csv``, ``partition.json`` and
+    class, mean ± sd and 95 % CI over seeds × cases, † against the GIN run), ``boundary.md`` (HD95 / NSD),
+    ``sites.md`` (Table IV: the sites and their data), ``dice.csv``, ``partition.json`` and
     ``heldout_validation.png`` (the server's per-round held-out Dice) into ``out``; returns ``out``."""
     from fedgin.runs import cached_run, evaluate_run, train_run
 
@@ -147,7 +148,8 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
     sites_md = markdown_table(["site", "role", "modality", "training cases", "validation cases", "test cases",
                                "training slices"], rows, path=out / "sites.md")
     # Table V: held-out test Dice per class, mean ± sd (95 % CI) over seeds × test cases
-    from fedgin.experiments.grid_stats import cell_stats, format_stats, stats_note, versus
+    from fedgin.experiments.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
+                                               versus)
     from fedgin.statistics import significance_mark
 
     variants: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (group, row label) -> one result per seed
@@ -173,6 +175,10 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
         empty = set().union(*(r["summary"].get("empty", []) for r in rs))
         marks.append([c in empty for c in cfg.classes] + [bool(empty)])
     table = markdown_table(["setting", "run"] + cols, lines, values, first_value_column=2, marks=marks)
+    boundary = markdown_table(["setting", "run"] + cols,
+                              [[g, label] + [format_boundary(rs, "mri", c) for c in cols]
+                               for (g, label), rs in variants.items()])
+    (out / "boundary.md").write_text(boundary + "\n" + boundary_note() + "\n")
     table += f"\n{stats_note(cfg.seeds, f'the {REFERENCE} run of the same setting and model choice')}\n"
     (out / "table.md").write_text(table)
     print(f"Sites (Table IV):\n{sites_md}\nHeld-out site, test half: 3D Dice (Table V layout):\n{table}")
