@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from fedgin.compare import grid, run_grid
@@ -68,6 +69,9 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     fed = run_curves(out / "runs" / "federated__fmaug__seed0")
     assert fed["dice"][0].tolist() == [1.0] and 0 <= fed["dice"][1][0] <= 1  # 1 round: the global model's Dice
     assert len(run_curves(out / "runs" / "centralized__fmaug__seed0")["loss"][0]) > 1
+    conv = list(csv.DictReader(open(out / "convergence.csv")))
+    assert {r["run"] for r in conv} >= {"federated__fmaug__seed0", "centralized__fmaug__seed0"}
+    assert all(0 <= float(r["final"]) <= float(r["best"]) <= 1 for r in conv)
     # an interrupted grid resumes: finished cells are kept, a missing one is redone
     (out / "runs" / "centralized__fmaug__seed0" / "result.json").unlink()
     capsys.readouterr()
@@ -218,3 +222,11 @@ def test_experiment_tables_mark_collapsed_values():
     x, y = (line for line in text.splitlines() if line.startswith("| x") or line.startswith("| y"))
     assert f"0.000 {EMPTY_MARK}" in x and "**0.500**" in x and "**0.100**" in y  # a collapsed value is never best
     assert text.rstrip().splitlines()[-1].startswith(EMPTY_MARK)
+
+
+def test_late_gain_tells_a_rising_curve_from_a_flat_one():
+    from fedgin.curves import late_gain
+
+    assert late_gain(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])) == pytest.approx(0.2)  # (0.75) - (0.55)
+    assert late_gain(np.array([0.1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])) == pytest.approx(0.0)
+    assert np.isnan(late_gain(np.array([0.5, 0.6, 0.7])))  # under 4 points: no quarter to compare

@@ -74,7 +74,7 @@ def test_heart_selects_on_the_heldout_half_and_tests_on_the_other(tmp_path):
     from fedgin.experiments.heart import heart
 
     cfg = HeartConfig(methods=["none"], rounds=2, channels=[8, 16, 32], spacing=8.0, size=32, train_cases=2,
-                      val_cases=1, heldout_val=2, heldout_test=2, centralized=False)
+                      val_cases=1, heldout_val=2, heldout_test=2, centralized=False, seeds=[0])
     out = heart(tmp_path / "h", cfg)
     part = load_partition(out / "partition.json")
     held = part["sites"]["site-mri2"]

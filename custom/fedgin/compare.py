@@ -172,7 +172,8 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
       in bold, ``†`` where a method differs from ``REFERENCE`` in the same setting, ∅ on collapsed models;
     - ``stats.csv``: those statistics per cell, column and metric, with the paired test against the reference;
     - ``boundary.md``: HD95 / NSD; ``ratios.csv``: federated / centralized (and / step-matched centralized);
-    - ``dice.png`` (bar plot), ``curves.png`` (training curves of the first seed's runs, when there).
+    - ``dice.png`` (bar plot), ``curves.png`` (training curves of the first seed's runs, when there);
+    - ``convergence.csv``: per run, the validation Dice gained over the last quarter of the budget.
     """
     from fedgin.engine.metrics import EMPTY_MARK, EMPTY_NOTE
     from fedgin.experiments.grid_stats import METRICS, cell_stats, format_stats, stats_note, versus
@@ -249,13 +250,21 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
     _boundary_table(output / "boundary.md", cells, stats, classes)
     _ratios(output / "ratios.csv", cells, stats)
     _plot(output / "dice.png", cells, values, cols, stats)
-    from fedgin.curves import curves_png
+    from fedgin.curves import convergence_csv, curves_png
 
     runs = {f"{s}__{m}": output / "runs" / cell_name(s, m, seeds[0]) for s, m in cells}
     curves_png({k: v for k, v in runs.items() if v.is_dir()}, output / "curves.png",
                f"training curves (seed {seeds[0]}, from the runs' TensorBoard events)")
+    _print_convergence(convergence_csv({cell_name(s, m, k): output / "runs" / cell_name(s, m, k)
+                                        for s, m in cells for k in seeds}, output / "convergence.csv"))
     print((output / "table.md").read_text())
     return output
+
+
+def _print_convergence(medians: dict[str, float]) -> None:
+    if medians:
+        print("validation Dice gained over the last quarter of the budget (median run; convergence.csv): "
+              + ", ".join(f"{g} {v:+.3f}" for g, v in medians.items()))
 
 
 def _stats_csv(path: Path, cells, cols, stats, tests) -> None:
@@ -309,15 +318,12 @@ def _boundary_table(path: Path, cells, stats, classes: list[str]) -> None:
     if not any(stats[(cell, m, n, "hd95_mm")]["n"] for cell in cells for m, n in cols):
         return
     header = "| setting | method | " + " | ".join(f"{m.upper()} {n} HD95 mm / NSD" for m, n in cols) + " |"
+    from fedgin.experiments.grid_stats import boundary_note, boundary_text
+
     lines = [header, "|" + "---|" * (len(cols) + 2)]
     for cell in cells:
-        txt = []
-        for m, n in cols:
-            hd, nsd = stats[(cell, m, n, "hd95_mm")], stats[(cell, m, n, "nsd")]
-            txt.append("n/a" if not hd["n"] else f"{hd['mean']:.1f} ± {hd['sd']:.1f} / {nsd['mean']:.3f} ± "
-                       f"{nsd['sd']:.3f}")
+        txt = [boundary_text(stats[(cell, m, n, "hd95_mm")], stats[(cell, m, n, "nsd")]) for m, n in cols]
         lines.append(f"| {cell[0]} | {cell[1]} | " + " | ".join(txt) + " |")
-    from fedgin.experiments.grid_stats import boundary_note
 
     lines += ["", boundary_note() + " CIs and paired tests against GIN: stats.csv."]
     path.write_text("\n".join(lines) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_scalars", "run_curves", "curves_png"]
+__all__ = ["read_scalars", "run_curves", "curves_png", "late_gain", "convergence_csv"]
 
 TAGS = {"dice": ("val/dice", "val_dice_global_model"), "loss": ("train/loss", "train_loss")}
 
@@ -63,6 +63,40 @@ def run_curves(cell: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         frac = (steps + 1) / (steps.max() + 1) if cell.joinpath("workspace").is_dir() else steps / steps.max()
         out[key] = (frac, smooth(values))
     return out
+
+
+def late_gain(values: np.ndarray) -> float:
+    """Validation Dice gained over the last quarter of a run: the mean of its last quarter of points minus the
+    mean of the quarter before (NaN with fewer than 2 points). About 0 once a curve has flattened."""
+    k = len(values) // 4
+    if k < 1:
+        return float("nan")
+    return float(np.mean(values[-k:]) - np.mean(values[-2 * k:-k]))
+
+
+def convergence_csv(cells: dict[str, str | Path], output: str | Path) -> dict[str, float]:
+    """Write ``output`` (CSV: run, points, final, best, late_gain of each run's validation Dice curve) for the
+    runs ({label: run folder}) that have events; returns the median late gain per setting (the label's part
+    before ``__``), the figure behind "the curves have flattened"."""
+    import csv
+
+    rows = []
+    for label, path in cells.items():
+        c = run_curves(path) if Path(path).is_dir() else {}
+        if "dice" in c:
+            y = c["dice"][1]
+            rows.append([label, len(y), y[-1], y.max(), late_gain(y)])
+    if not rows:
+        return {}
+    with open(output, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "points", "final", "best", "late_gain"])
+        w.writerows([r[:2] + [f"{v:.4f}" for v in r[2:]] for r in rows])
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        if not np.isnan(r[4]):
+            groups.setdefault(r[0].split("__")[0], []).append(r[4])
+    return {g: float(np.median(v)) for g, v in groups.items()}
 
 
 def curves_png(cells: dict[str, str | Path], output: str | Path, title: str = "") -> Path | None:

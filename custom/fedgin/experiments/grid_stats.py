@@ -88,7 +88,11 @@ def format_stats(s: dict[str, Any], digits: int = 3) -> str:
 
 def format_boundary(results: Sequence[dict[str, Any]], modality: str, name: str) -> str:
     """``"12.3 ± 1.0 / 0.712 ± 0.030"``: HD95 (mm) / NSD, mean ± sd over seeds × cases; ``"n/a"`` without them."""
-    hd, nsd = (cell_stats(results, modality, name, m) for m in ("hd95_mm", "nsd"))
+    return boundary_text(*(cell_stats(results, modality, name, m) for m in ("hd95_mm", "nsd")))
+
+
+def boundary_text(hd: dict[str, Any], nsd: dict[str, Any]) -> str:
+    """One boundary cell from the ``cell_stats`` of HD95 and NSD; ``"n/a"`` when no case has them."""
     if not hd["n"]:
         return "n/a"
     return f"{hd['mean']:.1f} ± {hd['sd']:.1f} / {nsd['mean']:.3f} ± {nsd['sd']:.3f}"
