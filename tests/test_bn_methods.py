@@ -96,3 +96,39 @@ def test_dsbn_centralized_batches_are_single_modality_and_evaluation_picks_the_b
     with pytest.raises(ValueError, match="mixes modalities"):
         data.modality_of(np.arange(len(data)))
     torch.manual_seed(0)
+
+
+def test_dsbn_naive_sends_the_untrained_branch_and_the_average_damps_it(toy_sites):
+    """``dsbn-naive``: the CT site sends its MRI branch unchanged (a zero difference), so through the real
+    aggregator the MRI branch moves by the MRI site's share N_mri/N of its own update, not by all of it."""
+    pytest.importorskip("nvflare")
+    from nvflare.apis.dxo import from_shareable
+    from nvflare.apis.fl_constant import ReservedKey
+    from nvflare.apis.fl_context import FLContext
+    from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import (
+        InTimeAccumulateWeightedAggregator,
+    )
+    from nvflare.app_common.app_constant import AppConstants
+
+    from fedgin.compare import default_methods
+    from fedgin.flare.executor import train_result
+
+    site = Site(toy_sites["site-ct"], CLASSES, TrainConfig.from_dict({**DSBN, "method": "dsbn-naive"}), device="cpu")
+    mri = domain_keys(site.engine.model, "mri")
+    before = {k: v.copy() for k, v in site.engine.get_weights().items()}
+    res = site.train_round(before, epochs=1, validate_global=False)
+    assert mri <= set(res["weights"])  # per-branch DSBN would leave these out
+    for k in mri:
+        np.testing.assert_array_equal(np.asarray(res["weights"][k], np.float64) - before[k], 0.0)
+    assert "dsbn-naive" not in default_methods() and "dsbn" in default_methods()
+
+    agg = InTimeAccumulateWeightedAggregator(expected_data_kind="WEIGHT_DIFF")
+    agg._initialize(agg.aggregation_weights, agg.exclude_vars, agg.expected_data_kind)
+    ctx = FLContext()
+    ctx.set_prop(AppConstants.CURRENT_ROUND, 0)
+    for name, n, diff in (("ct", 90, 0.0), ("mri", 10, 1.0)):  # the paper's ~90/10 split
+        reply = train_result({"bn.branches.mri.weight": np.full(2, diff, np.float32)}, n, 0.5)
+        reply.set_peer_props({ReservedKey.IDENTITY_NAME: name})
+        reply.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
+        assert agg.accept(reply, ctx)
+    np.testing.assert_allclose(from_shareable(agg.aggregate(ctx)).data["bn.branches.mri.weight"], 0.1, rtol=1e-6)

@@ -27,18 +27,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 SETTINGS = ("single-ct", "single-mri", "centralized", "centralized-steps", "federated")
-FEDERATION_ONLY = {"fedbn", "fedda"}
+FEDERATION_ONLY = {"fedbn", "fedda", "dsbn-naive"}  # dsbn-naive: centralized it is dsbn
 #: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA
-METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc", "fedda")
+METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc", "fedda")
+#: variants that test an explanation, run on request (``--methods``), not part of the default grid
+VARIANTS = ("dsbn-naive",)
 #: the method every other one is tested against, in the same setting
 REFERENCE = "gin"
 
 
 def default_methods() -> list[str]:
-    """Every registered method, in ``METHOD_ORDER`` first, then any other (newly added) one alphabetically."""
+    """Every registered method but the ``VARIANTS``, in ``METHOD_ORDER`` first, then any other (newly added) one
+    alphabetically."""
     from fedgin.methods import METHODS
 
-    return [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
+    ordered = [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
+    return [m for m in ordered if m not in VARIANTS]
 
 
 def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:

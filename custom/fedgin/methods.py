@@ -8,7 +8,9 @@ A method is an augmentation (``fedgin.augment``) plus a batch-norm policy:
 - ``domain`` (``dsbn``, Chang et al. CVPR 2019, federated as in the reference note §7.3): every batch-norm layer
   has one branch per modality; a site trains and sends only its modality's branch, so the server's per-key
   sample-weighted average mixes a branch only among the sites of that modality; at test time the branch is chosen
-  by the volume's modality;
+  by the volume's modality; ``dsbn-naive`` sends every branch, the ones it never trained too, so the N_k/N
+  average moves a branch only by its sites' share of the samples (the plain FedAvg of both branches that the
+  paper's collapsed federated DSBN suggests, see the README's decisions);
 - ``fedda``: adversarial alignment of each site's bottleneck features with the global model's, with a
   discriminator that never leaves the site (our reimplementation, see ``fedgin.engine.adversarial``).
 
@@ -37,6 +39,7 @@ class Method:
     batch_norm: str = "shared"
     adversarial: bool = False  # FedDA-style feature alignment to the global model (fedgin.engine.adversarial)
     reference_test_input: str = "raw"  # the reference pipeline's eval-time filter (fedgin.augment.eval_input)
+    send_all_branches: bool = False  # DSBN: also send the other modalities' (untrained) branches
 
 
 METHODS: dict[str, Method] = {name: Method(name, augmentation=name) for name in AUGMENTATIONS}
@@ -44,6 +47,7 @@ METHODS["fmaug"] = Method("fmaug", augmentation="fmaug", reference_test_input="f
 METHODS["raffesdg"] = Method("raffesdg", augmentation="raffesdg", reference_test_input="raffesdg-butterworth")
 METHODS["fedbn"] = Method("fedbn", augmentation="none", batch_norm="local")
 METHODS["dsbn"] = Method("dsbn", augmentation="none", batch_norm="domain")
+METHODS["dsbn-naive"] = Method("dsbn-naive", augmentation="none", batch_norm="domain", send_all_branches=True)
 METHODS["fedda"] = Method("fedda", augmentation="none", adversarial=True)
 
 

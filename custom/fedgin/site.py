@@ -68,7 +68,8 @@ class Site:
             if self.modality not in self.engine.domains:
                 raise DatalistError(f"{self.datalist['path']}: modality {self.modality!r} has no batch-norm branch "
                                     f"(domains {list(self.engine.domains)})")
-            self.sent_keys = (every - batchnorm_keys(model)) | domain_keys(model, self.modality)
+            self.sent_keys = (every if self.engine.method.send_all_branches  # dsbn-naive: untrained ones too
+                              else (every - batchnorm_keys(model)) | domain_keys(model, self.modality))
             self.loaded_keys = every
         else:
             self.sent_keys = self.loaded_keys = every

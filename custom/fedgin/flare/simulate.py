@@ -34,6 +34,22 @@ def threads_per_process(processes: int) -> str:
     return str(max(1, (os.cpu_count() or 1) // max(1, processes)))
 
 
+def oversubscription(omp_threads: str | None, processes: int, cores: int | None = None) -> str | None:
+    """A warning when an ``OMP_NUM_THREADS`` the user set gives ``processes`` parallel clients more threads than
+    the machine has cores (measured: 3.7 instead of 281 slices/s with 2 clients × 2 threads on 2 cores); None
+    when it is unset, unreadable or fits."""
+    cores = cores or os.cpu_count() or 1
+    try:
+        n = int(omp_threads) if omp_threads else 0
+    except ValueError:
+        return None
+    if n * processes <= cores:
+        return None
+    return (f"warning: OMP_NUM_THREADS={n} for each of {processes} parallel clients is {n * processes} threads on "
+            f"{cores} cores; oversubscribed training runs 10-100x slower. Unset it (each client then gets "
+            f"{threads_per_process(processes)}) or set it to {threads_per_process(processes)}.")
+
+
 class SimulationError(RuntimeError):
     """The simulator ran but did not produce a complete, error-free result."""
 
@@ -77,6 +93,9 @@ def run_simulator(
     cmd = nvflare_command("simulator", str(job), "-w", str(ws), "-c", ",".join(clients), "-t",
                           str(threads or len(clients)))
     run_env = {**os.environ, **(env or {})}
+    warning = oversubscription(run_env.get("OMP_NUM_THREADS"), threads or len(clients))
+    if warning and echo is not None:
+        echo(warning)
     run_env.setdefault("OMP_NUM_THREADS", threads_per_process(threads or len(clients)))  # parallel clients
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
