@@ -500,12 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_experiment)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")
-    from fedgin.demo import add_demo_arguments
+    from fedgin.cli.demo import add_demo_arguments
 
     add_demo_arguments(s)
     s.set_defaults(func=_cmd_demo)
 
-    from fedgin.poc_cli import add_poc_parser
+    from fedgin.cli.poc import add_poc_parser
 
     add_poc_parser(sub)
     return p

@@ -1,0 +1,80 @@
+"""The package's layering, read from its source with ``ast``: the command line sits on top and nothing imports it,
+and no two modules import each other, directly or round a longer circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "custom" / "fedgin"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The fedgin modules ``path`` imports anywhere in it (module level or inside functions)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        for t in targets:
+            while t and t not in known:  # ``from fedgin.x import name``: the module is the longest known prefix
+                t = t.rpartition(".")[0]
+            if t and t != name and t != "fedgin":
+                found.add(t)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(files)
+    return {name: _imports(path, name, known) for name, path in files.items()}
+
+
+def test_nothing_below_the_command_line_imports_it():
+    graph = import_graph()
+    assert "fedgin.cli" in graph and "fedgin.cli.main" in graph
+    upward = {(m, t) for m, ts in graph.items() for t in ts
+              if t.startswith("fedgin.cli") and not (m == "fedgin.cli" or m.startswith("fedgin.cli.") or m == "fedgin.__main__")}
+    assert not upward, f"library modules import the command line: {sorted(upward)}"
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    # a package's __init__ re-exporting its own modules is not a circle with them
+    edges = {m: {t for t in ts if not (m.startswith(t + ".") and graph.get(t) is not None)} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    circles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for t in sorted(edges.get(node, ())):
+            if state.get(t) == 1:
+                circles.append(path[path.index(t):] + [t] if t in path else [node, t])
+            elif t not in state:
+                visit(t, path + [t])
+        state[node] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles[:10])
+
+
+def test_the_graph_reader_sees_a_circle_and_an_upward_import(tmp_path):
+    """The checker itself: a toy package with a circle and a library module importing ``cli``."""
+    known = {"fedgin.a", "fedgin.b", "fedgin.cli"}
+    (tmp_path / "a.py").write_text("from fedgin.b import f\n")
+    (tmp_path / "b.py").write_text("def g():\n    from fedgin import a\n    from fedgin.cli import main\n")
+    assert _imports(tmp_path / "a.py", "fedgin.a", known) == {"fedgin.b"}
+    assert _imports(tmp_path / "b.py", "fedgin.b", known) == {"fedgin.a", "fedgin.cli"}
