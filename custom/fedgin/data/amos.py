@@ -43,20 +43,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import (
-    check_pair_headers,
-    class_values,
-    format_values,
-    is_hidden,
-    load_labelled_nifti,
-    nifti_stem,
-)
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
+from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, reject_unknown_values
+from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing
 
 __all__ = [
     "AMOS_VALUES",
@@ -209,31 +202,19 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:
-    unknown = sorted(set(present) - set(case.extra["known_values"]))
-    if unknown:
-        raise LayoutError(
-            f"{case.label_path}: case {case.case_id!r}: label values {format_values(unknown)} are not labels of "
-            f"{case.extra['dataset_json']} (known ids: {format_values(case.extra['known_values'])})"
-        )
+    reject_unknown_values(case, present)
     return AMOS_VALUES
 
 
-def check_case(case: SourceCase, organs: Sequence[str]) -> None:
-    """Requested classes known to AMOS, and the label on the image's grid (headers only)."""
-    class_values(organs, AMOS_VALUES, source="AMOS22")
-    check_pair_headers(case)
-
-
-def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
-    """Decode an AMOS case: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
-    return load_labelled_nifti(case, organs, _table_for)
-
-
-ADAPTER = LayoutAdapter(
-    name="amos",
-    description="AMOS22: dataset.json + imagesTr/labelsTr + imagesVa/labelsVa, amos_XXXX.nii.gz (id < 500 CT)",
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
+ADAPTER = labelled_nifti_adapter(
+    "amos",
+    "AMOS22: dataset.json + imagesTr/labelsTr + imagesVa/labelsVa, amos_XXXX.nii.gz (id < 500 CT)",
+    list_cases,
+    _table_for,
+    classes=lambda case: AMOS_VALUES,
+    source=lambda case: "AMOS22",
     options={"split": "test (default: all labelled cases are test) | dataset (Tr->training, Va->validation) | seeded"},
 )
+
+check_case = ADAPTER.check_case  # requested classes known, label on the image's grid (headers only)
+load_case = ADAPTER.load_case  # float32 image, label ids 1..K (``organs`` order), RAS voxel order

@@ -31,21 +31,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import (
-    NIFTI_SUFFIXES,
-    check_pair_headers,
-    class_values,
-    format_values,
-    is_hidden,
-    load_labelled_nifti,
-    nifti_stem,
-)
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
+from fedgin.data.labelmaps import NIFTI_SUFFIXES, format_values, is_hidden, labelled_nifti_adapter, nifti_stem
+from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing
 
 __all__ = ["PAIRINGS", "UNLISTED", "read_label_map", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -200,26 +192,19 @@ def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, froze
     return label_map
 
 
-def check_case(case: SourceCase, organs: Sequence[str]) -> None:
-    """Requested classes in the label map, and the label on the image's grid (headers only)."""
-    class_values(organs, case.extra["label_map"], source=case.extra["source"])
-    check_pair_headers(case)
-
-
-def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
-    """Decode a pair: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
-    return load_labelled_nifti(case, organs, _table_for)
-
-
-ADAPTER = LayoutAdapter(
-    name="generic",
-    description="image/label NIfTI pairs (images/<id> + labels/<id>, or <id>_image + <id>_label) + a label map",
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
+ADAPTER = labelled_nifti_adapter(
+    "generic",
+    "image/label NIfTI pairs (images/<id> + labels/<id>, or <id>_image + <id>_label) + a label map",
+    list_cases,
+    _table_for,
+    classes=lambda case: case.extra["label_map"],
+    source=lambda case: case.extra["source"],
     options={
         "label_map": "required: {class: [values]} or a JSON file path",
         "pairing": "auto (default) | folders (images/<id> + labels/<id>) | suffix (<id>_image + <id>_label)",
         "unlisted": "error (default) | background: what a label value missing from the map means",
     },
 )
+
+check_case = ADAPTER.check_case  # requested classes known, label on the image's grid (headers only)
+load_case = ADAPTER.load_case  # float32 image, label ids 1..K (``organs`` order), RAS voxel order

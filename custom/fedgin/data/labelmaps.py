@@ -22,7 +22,7 @@ import numpy as np
 
 from fedgin.data.errors import LayoutError
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
-from fedgin.data.source import LoadedCase, SourceCase
+from fedgin.data.source import LayoutAdapter, LoadedCase, SourceCase
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -37,6 +37,9 @@ __all__ = [
     "read_label_values",
     "merge_label_values",
     "load_labelled_nifti",
+    "loaded_case",
+    "reject_unknown_values",
+    "labelled_nifti_adapter",
 ]
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -187,7 +190,12 @@ def load_labelled_nifti(
     data, present = read_label_values(case, image)
     table = table_for(case, present)
     value_sets = class_values(organs, table, source=str(case.label_path))
-    label = merge_label_values(data, value_sets)
+    return loaded_case(case, image, merge_label_values(data, value_sets))
+
+
+def loaded_case(case: SourceCase, image: RasVolume, label: np.ndarray) -> LoadedCase:
+    """The canonical case from ``image`` as ``read_nifti_ras`` returns it (RAS data, affine, source geometry) and
+    its uint8 ``label`` (same shape, ids 1..K)."""
     return LoadedCase(
         case_id=case.case_id,
         image=image.data,
@@ -197,3 +205,40 @@ def load_labelled_nifti(
         source_shape=image.source_shape,
         source_affine=image.source_affine,
     )
+
+
+def reject_unknown_values(case: SourceCase, present: tuple[int, ...]) -> None:
+    """Raise ``LayoutError`` naming the label file when ``present`` (sorted ints) holds ids that are not labels of
+    the dataset's ``dataset.json`` (``case.extra["known_values"]``, read from ``case.extra["dataset_json"]``)."""
+    unknown = sorted(set(present) - set(case.extra["known_values"]))
+    if unknown:
+        raise LayoutError(
+            f"{case.label_path}: case {case.case_id!r}: label values {format_values(unknown)} are not labels of "
+            f"{case.extra['dataset_json']} (known ids: {format_values(case.extra['known_values'])})"
+        )
+
+
+def labelled_nifti_adapter(
+    name: str,
+    description: str,
+    list_cases: Callable[..., list[SourceCase]],
+    table_for: Callable[[SourceCase, tuple[int, ...]], ValueTable],
+    classes: Callable[[SourceCase], ValueTable],
+    source: Callable[[SourceCase], str],
+    options: Mapping[str, str] | None = None,
+) -> LayoutAdapter:
+    """The adapter of a layout of image + integer label-map NIfTI pairs. The layout brings what is its own: how to
+    list its cases, ``table_for`` (the check of the values found in one label file, see :func:`load_labelled_nifti`)
+    and where its class table comes from (``classes(case)``, called ``source(case)`` in errors). Shared: the
+    cheap check (requested classes known, label on the image's grid; headers only) and the decoding (float32
+    image, label ids 1..K in ``organs`` order, RAS voxel order)."""
+
+    def check_case(case: SourceCase, organs: Sequence[str]) -> None:
+        class_values(organs, classes(case), source=source(case))
+        check_pair_headers(case)
+
+    def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
+        return load_labelled_nifti(case, organs, table_for)
+
+    return LayoutAdapter(name=name, description=description, list_cases=list_cases, load_case=load_case,
+                         check_case=check_case, options=dict(options or {}))

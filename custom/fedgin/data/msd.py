@@ -41,21 +41,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import (
-    check_pair_headers,
-    class_values,
-    format_values,
-    is_hidden,
-    load_labelled_nifti,
-    nifti_stem,
-)
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, present
+from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, reject_unknown_values
+from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing, present
 
 __all__ = ["MsdTask", "TASKS", "detect_task", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -254,31 +247,18 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
 
 
 def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, frozenset[int]]:
-    unknown = sorted(set(present) - set(case.extra["known_values"]))
-    if unknown:
-        raise LayoutError(
-            f"{case.label_path}: case {case.case_id!r}: label values {format_values(unknown)} are not labels of "
-            f"{case.extra['dataset_json']} (known ids: {format_values(case.extra['known_values'])})"
-        )
+    reject_unknown_values(case, present)
     return case.extra["task"].classes
 
 
-def check_case(case: SourceCase, organs: Sequence[str]) -> None:
-    """Requested classes annotated by the task, and the label on the image's grid (headers only)."""
-    task: MsdTask = case.extra["task"]
-    class_values(organs, task.classes, source=f"MSD {task.folder}")
-    check_pair_headers(case)
-
-
-def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
-    """Decode an MSD case: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
-    return load_labelled_nifti(case, organs, _table_for)
-
-
-ADAPTER = LayoutAdapter(
-    name="msd",
-    description="Medical Segmentation Decathlon task folder (Task02/03/07/09): dataset.json + imagesTr/labelsTr",
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
+ADAPTER = labelled_nifti_adapter(
+    "msd",
+    "Medical Segmentation Decathlon task folder (Task02/03/07/09): dataset.json + imagesTr/labelsTr",
+    list_cases,
+    _table_for,
+    classes=lambda case: case.extra["task"].classes,
+    source=lambda case: f"MSD {case.extra['task'].folder}",
 )
+
+check_case = ADAPTER.check_case  # requested classes known, label on the image's grid (headers only)
+load_case = ADAPTER.load_case  # float32 image, label ids 1..K (``organs`` order), RAS voxel order

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import AFFINE_TOLERANCE_MM, check_label_grid
+from fedgin.data.labelmaps import AFFINE_TOLERANCE_MM, check_label_grid, loaded_case
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
 from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, present
 
@@ -310,16 +310,7 @@ def merge_organ_masks(case: SourceCase, organs: Sequence[str], image: RasVolume)
 def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
     """Decode a case: float32 image and merged label map in RAS voxel order, plus the source geometry."""
     image = read_nifti_ras(case.image_path, dtype=np.float32)
-    label = merge_organ_masks(case, organs, image)
-    return LoadedCase(
-        case_id=case.case_id,
-        image=image.data,
-        label=label,
-        affine=image.affine,
-        source_image=case.image_path,
-        source_shape=image.source_shape,
-        source_affine=image.source_affine,
-    )
+    return loaded_case(case, image, merge_organ_masks(case, organs, image))
 
 
 ADAPTER = LayoutAdapter(
