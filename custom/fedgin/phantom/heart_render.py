@@ -53,7 +53,7 @@ import numpy as np
 from .ct import acquire_ct
 from .fields import SeparableField, texture_field
 from .heart_tissues import (BLOOD, BLOOD_MR, CONTEXT_CT, CONTEXT_MR, LEFT_BLOOD, RIGHT_BLOOD, HeartTissue)
-from .mri import acquire_mr
+from .mri import acquire_mr, jittered_relaxation
 from .tissues import tissue_lut
 
 __all__ = ["HeartProtocol", "PROTOCOLS", "DEFAULT_PROTOCOL", "resolve_protocol", "HeartCTParams", "HeartMRParams",
@@ -333,14 +333,7 @@ def render_heart_mri(labels: np.ndarray, sub: int, p: HeartMRParams, rng: np.ran
         uint16 (nx, ny, nz) magnitude image, arbitrary units.
     """
     t1l, t2l, pdl, pulses = _mr_luts(p)
-    jit = texture_field(rng, labels.shape, (1.0, 1.0, 0.7))
-    jit *= np.float32(p.voxel_jitter)
-    np.exp(jit, out=jit)
-    t1 = t1l[labels]
-    t1 *= jit
-    t2 = t2l[labels]
-    t2 *= jit
-    del jit
+    t1, t2 = jittered_relaxation(rng, labels, t1l, t2l, p.voxel_jitter)
     img = _mr_signal(pdl[labels], t1, t2, pulses[labels] if p.readout == "gre" else None, p)
     img = img.astype(np.float32, copy=False)
     del t1, t2

@@ -34,7 +34,7 @@ from .fields import SeparableField, texture_field
 from .grid import decimate_slices
 from .tissues import BLOOD_TISSUES, MR_TABLE, Tissue, tissue_lut
 
-__all__ = ["MRParams", "MR_PROTOCOLS", "sample_mr_params", "render_mri", "signal_lut", "acquire_mr"]
+__all__ = ["MRParams", "MR_PROTOCOLS", "sample_mr_params", "render_mri", "signal_lut", "acquire_mr", "jittered_relaxation"]
 
 
 @dataclass
@@ -156,6 +156,20 @@ def signal_lut(p: MRParams) -> np.ndarray:
     return _signal(pd, t1, t2, p).astype(np.float32)
 
 
+def jittered_relaxation(rng: np.random.Generator, labels: np.ndarray, t1_lut: np.ndarray, t2_lut: np.ndarray,
+                        voxel_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel T1 and T2 (ms, float32, shape of ``labels``) from per-tissue lookup tables, both scaled by one
+    smooth log-normal texture exp(N(0, voxel_jitter)) (correlation lengths 1, 1, 0.7 voxels)."""
+    jit = texture_field(rng, labels.shape, (1.0, 1.0, 0.7))
+    jit *= np.float32(voxel_jitter)
+    np.exp(jit, out=jit)
+    t1 = t1_lut[labels]
+    t1 *= jit
+    t2 = t2_lut[labels]
+    t2 *= jit
+    return t1, t2
+
+
 def render_mri(labels: np.ndarray, sub: int, p: MRParams, rng: np.random.Generator,
                axes_out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Render an MR volume.
@@ -170,14 +184,7 @@ def render_mri(labels: np.ndarray, sub: int, p: MRParams, rng: np.random.Generat
         uint16 (nx, ny, nz) magnitude image, arbitrary units.
     """
     t1l, t2l, pdl = _tissue_luts(p)
-    jit = texture_field(rng, labels.shape, (1.0, 1.0, 0.7))
-    jit *= np.float32(p.voxel_jitter)
-    np.exp(jit, out=jit)
-    t1 = t1l[labels]
-    t1 *= jit
-    t2 = t2l[labels]
-    t2 *= jit
-    del jit
+    t1, t2 = jittered_relaxation(rng, labels, t1l, t2l, p.voxel_jitter)
     img = _signal(pdl[labels], t1, t2, p).astype(np.float32, copy=False)
     del t1, t2
     body = labels[:, :, (sub // 2)::sub] > int(Tissue.TABLE)
