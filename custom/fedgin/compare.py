@@ -29,7 +29,8 @@ from typing import Any, Sequence
 SETTINGS = ("single-ct", "single-mri", "centralized", "centralized-steps", "federated")
 FEDERATION_ONLY = {"fedbn", "fedda", "dsbn-naive"}  # dsbn-naive: centralized it is dsbn
 #: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA
-METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc", "fedda")
+METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc",
+                "fedda")
 #: variants that test an explanation, run on request (``--methods``), not part of the default grid
 VARIANTS = ("dsbn-naive",)
 #: the method every other one is tested against, in the same setting
@@ -254,21 +255,16 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
     _boundary_table(output / "boundary.md", cells, stats, classes)
     _ratios(output / "ratios.csv", cells, stats)
     _plot(output / "dice.png", cells, values, cols, stats)
-    from fedgin.curves import convergence_csv, curves_png
+    from fedgin.curves import convergence_csv, curves_png, print_convergence
 
     runs = {f"{s}__{m}": output / "runs" / cell_name(s, m, seeds[0]) for s, m in cells}
     curves_png({k: v for k, v in runs.items() if v.is_dir()}, output / "curves.png",
                f"training curves (seed {seeds[0]}, from the runs' TensorBoard events)")
-    _print_convergence(convergence_csv({cell_name(s, m, k): output / "runs" / cell_name(s, m, k)
-                                        for s, m in cells for k in seeds}, output / "convergence.csv"))
+    medians = convergence_csv({cell_name(s, m, k): output / "runs" / cell_name(s, m, k) for s, m in cells
+                               for k in seeds}, output / "convergence.csv")
+    print_convergence(medians, "convergence.csv")
     print((output / "table.md").read_text())
     return output
-
-
-def _print_convergence(medians: dict[str, float]) -> None:
-    if medians:
-        print("validation Dice gained over the last quarter of the budget (median run; convergence.csv): "
-              + ", ".join(f"{g} {v:+.3f}" for g, v in medians.items()))
 
 
 def _stats_csv(path: Path, cells, cols, stats, tests) -> None:

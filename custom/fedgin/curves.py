@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_scalars", "run_curves", "curves_png", "late_gain", "convergence_csv"]
+__all__ = ["read_scalars", "run_curves", "curves_png", "late_gain", "convergence_csv", "print_convergence"]
 
 TAGS = {"dice": ("val/dice", "val_dice_global_model"), "loss": ("train/loss", "train_loss")}
 
@@ -97,6 +97,13 @@ def convergence_csv(cells: dict[str, str | Path], output: str | Path) -> dict[st
         if not np.isnan(r[4]):
             groups.setdefault(r[0].split("__")[0], []).append(r[4])
     return {g: float(np.median(v)) for g, v in groups.items()}
+
+
+def print_convergence(medians: dict[str, float], csv_name: str, prefix: str = "") -> None:
+    """One line: the median late gain per setting that ``convergence_csv`` returned (nothing when empty)."""
+    if medians:
+        print(f"{prefix}validation Dice gained over the last quarter of the budget (median run; {csv_name}): "
+              + ", ".join(f"{g} {v:+.3f}" for g, v in medians.items()))
 
 
 def curves_png(cells: dict[str, str | Path], output: str | Path, title: str = "") -> Path | None:

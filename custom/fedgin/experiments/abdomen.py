@@ -122,14 +122,13 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
                           cfg.settings, cfg.rounds, cfg.channels, cfg.seeds, cfg.test_input,
                           tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train)
         per_organ[organ] = load_results(folder, cells, cfg.seeds)
-        from fedgin.curves import convergence_csv, curves_png
+        from fedgin.curves import convergence_csv, curves_png, print_convergence
 
         curves_png({f"{s}__{m}": folder / "runs" / cell_name(s, m, cfg.seeds[0]) for s, m in cells},
                    out / f"curves_{organ}.png", f"{organ}: training curves (seed {cfg.seeds[0]})")
         medians = convergence_csv({cell_name(s, m, k): folder / "runs" / cell_name(s, m, k)
                                    for s, m in cells for k in cfg.seeds}, out / f"convergence_{organ}.csv")
-        print(f"{organ}: validation Dice gained over the last quarter of the budget (median run): "
-              + ", ".join(f"{g} {v:+.3f}" for g, v in medians.items()))
+        print_convergence(medians, f"convergence_{organ}.csv", prefix=f"{organ}: ")
     # load_results: cells × seeds in order, the same for every organ
     keys = [(s, m, k) for s, m in cells for k in cfg.seeds]
     merged = [merge_binary_results({organ: per_organ[organ][i] for organ in cfg.organs}) for i in range(len(keys))]

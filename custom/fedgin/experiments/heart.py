@@ -120,14 +120,13 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
         results.append(res)
         print(f"      held-out test Dice {fmt(res['summary']['mean_dice'])} in {res['seconds']:.0f} s")
     _report(out, cfg, results, partition, data)
-    from fedgin.curves import convergence_csv, curves_png
+    from fedgin.curves import convergence_csv, curves_png, print_convergence
 
     curves_png({r["label"]: out / "runs" / r["folder"] for r in results if r["seed"] == cfg.seeds[0]},
                out / "curves.png", f"training curves, seed {cfg.seeds[0]} (federated: validation Dice of the global "
                "model at the training sites)")
-    medians = convergence_csv({r["folder"]: out / "runs" / r["folder"] for r in results}, out / "convergence.csv")
-    print("validation Dice gained over the last quarter of the budget (median run; convergence.csv): "
-          + ", ".join(f"{g} {v:+.3f}" for g, v in medians.items()))
+    print_convergence(convergence_csv({r["folder"]: out / "runs" / r["folder"] for r in results},
+                                      out / "convergence.csv"), "convergence.csv")
     (out / "experiment.json").write_text(json.dumps({
         "config": asdict(cfg), "sources": {n: s.description or str(s.path) for n, s in sources.items()},
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}, indent=1))
