@@ -202,7 +202,7 @@ def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.
                     cases: int = 16) -> dict:
     """Rounds of the demo federation (or another size) in ``nvflare simulator``: round wall time against the
     site work it contains, and the bytes a site sends."""
-    from fedgin.demo import SITES, phantom_sites
+    from fedgin.experiments.demo import SITES, phantom_sites
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
 
@@ -249,7 +249,7 @@ def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.
 PEAK_SCRIPT = """
 import json, sys, time, torch
 from fedgin.engine import TrainConfig
-from fedgin.site import Site
+from fedgin.engine.site import Site
 def hwm():  # peak resident set of this process in MiB (VmHWM; ru_maxrss would inherit the parent's peak)
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -270,7 +270,7 @@ print(json.dumps(out))
 
 
 def site_memory(work: Path, device: str) -> dict:
-    from fedgin.demo import phantom_sites
+    from fedgin.experiments.demo import phantom_sites
 
     datalists = phantom_sites(work, 16, DEMO_ORGANS, 4.0, 96, 0)
     p = subprocess.run([sys.executable, "-c", PEAK_SCRIPT.format(organs=DEMO_ORGANS), str(datalists["site-ct"]),

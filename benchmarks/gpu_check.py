@@ -48,7 +48,7 @@ def amp_against_fp32(work: Path, scale: dict, steps: int, cases: int, device: st
     from fedgin.data import prepare_site
     from fedgin.engine import TrainConfig
     from fedgin.phantom import generate_dataset
-    from fedgin.workflows import train
+    from fedgin.engine.training import train
 
     raw, site = work / "raw_ct", work / "site-ct"
     if not (site / "datalist.json").is_file():

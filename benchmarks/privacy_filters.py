@@ -23,10 +23,10 @@ VARIANTS = {
 
 
 def main() -> None:
-    from fedgin.demo import SITES, phantom_sites
+    from fedgin.experiments.demo import SITES, phantom_sites
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
-    from fedgin.workflows import evaluate
+    from fedgin.engine.evaluation import evaluate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=10)

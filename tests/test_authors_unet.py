@@ -58,7 +58,7 @@ def test_dsbn_and_fedda_work_on_the_authors_unet(toy_sites, tmp_path):
     model = {"arch": "authors", "channels": [8, 16, 32], "strides": [2, 2]}
     data = SliceSet(list(toy_sites.values()), "training")
     for method in ("dsbn", "fedda"):
-        from fedgin.methods import model_domains
+        from fedgin.engine.methods import model_domains
 
         cfg = TrainConfig.from_dict({"method": method, "batch_size": 4,
                                      "model": {**model, "domains": model_domains(method)}})

@@ -8,7 +8,7 @@ import torch
 
 from fedgin.engine import Engine, SliceSet, TrainConfig
 from fedgin.engine.norm import batchnorm_keys, domain_keys
-from fedgin.site import Site
+from fedgin.engine.site import Site
 
 SMALL = {"model": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}, "batch_size": 4}
 DSBN = {**SMALL, "method": "dsbn", "model": {**SMALL["model"], "domains": ["ct", "mri"]}}
@@ -110,7 +110,7 @@ def test_dsbn_naive_sends_the_untrained_branch_and_the_average_damps_it(toy_site
     )
     from nvflare.app_common.app_constant import AppConstants
 
-    from fedgin.compare import default_methods
+    from fedgin.experiments.compare import default_methods
     from fedgin.flare.executor import train_result
 
     site = Site(toy_sites["site-ct"], CLASSES, TrainConfig.from_dict({**DSBN, "method": "dsbn-naive"}), device="cpu")

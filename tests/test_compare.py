@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from fedgin.compare import grid, run_grid
+from fedgin.experiments.compare import grid, run_grid
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     assert [r["method"] for r in ratios] == ["fmaug"] and float(ratios[0]["ratio"]) > 0
     assert float(ratios[0]["ratio_steps_matched"]) > 0
     # step-matched: as many steps as the larger site (site-ct, 3 training cases x 6 slices) makes in 1 round
-    from fedgin.compare import matched_steps
+    from fedgin.experiments.compare import matched_steps
     from fedgin.engine import TrainConfig
 
     matched = json.loads((out / "runs" / "centralized-steps__fmaug__seed0" / "result.json").read_text())
@@ -63,7 +63,7 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     model_file = next((out / "runs" / "federated__fmaug__seed0" / "workspace").rglob("FL_global_model.pt"))
     model, meta = load_model_file(model_file)
     assert model.test_input == "freesdg-hfc" and meta["model_config"]["test_input"] == "freesdg-hfc"
-    from fedgin.curves import run_curves
+    from fedgin.reporting.curves import run_curves
 
     assert (out / "curves.png").stat().st_size > 10_000  # training curves read back from the TensorBoard events
     fed = run_curves(out / "runs" / "federated__fmaug__seed0")
@@ -109,7 +109,7 @@ def test_more_seeds_resume_the_grid(toy_sites, tmp_path, capsys):
 
 def test_train_values_reach_every_run(toy_sites, tmp_path):
     from fedgin.engine.checkpoint import load_model_file
-    from fedgin.runs import train_run
+    from fedgin.experiments.runs import train_run
 
     trained = train_run("local", "none", {"site-ct": toy_sites["site-ct"]}, tmp_path / "run", rounds=1,
                         channels=[8, 16], train={"sampler": "organ", "model": {"dropout": 0.1}})
@@ -155,7 +155,7 @@ def test_statistics_over_seeds_and_paired_marks(tmp_path):
     per-seed means; the table shows them with the CI."""
     import math
 
-    from fedgin.compare import write_report
+    from fedgin.experiments.compare import write_report
 
     cells = [("federated", "none"), ("federated", "gin"), ("federated", "rc")]
     results = []
@@ -188,7 +188,7 @@ def test_statistics_over_seeds_and_paired_marks(tmp_path):
 
 
 def test_a_collapsed_model_is_marked_not_shown_as_a_plain_zero(tmp_path, capsys):
-    from fedgin.compare import write_report
+    from fedgin.experiments.compare import write_report
     from fedgin.engine.metrics import EMPTY_MARK, empty_classes
 
     assert empty_classes([{"voxels": {"a": {"truth": 5, "pred": 0}}}, {"voxels": {"a": {"truth": 0, "pred": 0}}}],
@@ -215,7 +215,7 @@ def test_a_collapsed_model_is_marked_not_shown_as_a_plain_zero(tmp_path, capsys)
 
 def test_experiment_tables_mark_collapsed_values():
     from fedgin.engine.metrics import EMPTY_MARK
-    from fedgin.experiments.report import markdown_table
+    from fedgin.reporting.tables import markdown_table
 
     text = markdown_table(["run", "a", "b"], [["x", "0.000", "0.500"], ["y", "0.100", "0.400"]],
                           [[0.0, 0.5], [0.1, 0.4]], marks=[[True, False], [False, False]])
@@ -225,7 +225,7 @@ def test_experiment_tables_mark_collapsed_values():
 
 
 def test_late_gain_tells_a_rising_curve_from_a_flat_one():
-    from fedgin.curves import late_gain
+    from fedgin.reporting.curves import late_gain
 
     assert late_gain(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])) == pytest.approx(0.2)  # (0.75) - (0.55)
     assert late_gain(np.array([0.1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])) == pytest.approx(0.0)

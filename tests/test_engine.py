@@ -11,8 +11,10 @@ import torch
 from fedgin.data.datalist import DatalistError
 from fedgin.engine import Engine, ModelFileError, SliceSet, TrainConfig, load_model_file
 from fedgin.engine.metrics import dice_per_class, summarise
-from fedgin.site import Site
-from fedgin.workflows import evaluate, format_dice_table, train
+from fedgin.engine.site import Site
+from fedgin.engine.training import train
+
+from fedgin.engine.evaluation import evaluate, format_dice_table
 
 SMALL = {"model": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}, "batch_size": 4}
 

@@ -9,7 +9,7 @@ from fedgin.augment.eval_input import EVAL_INPUTS, eval_input_filter
 from fedgin.augment.frequency import gaussian_blur
 from fedgin.engine.config import ModelConfig
 from fedgin.engine.model import SegUNet
-from fedgin.methods import eval_input_for
+from fedgin.engine.methods import eval_input_for
 
 
 def _image(seed=0):

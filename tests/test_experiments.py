@@ -9,7 +9,7 @@ import pytest
 
 from fedgin.experiments import AbdomenConfig
 from fedgin.experiments.abdomen import crossmodality, mri_scarce
-from fedgin.partition import load_partition
+from fedgin.data.partition import load_partition
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedgin.engine import Engine, SliceSet, TrainConfig
-from fedgin.site import Site
+from fedgin.engine.site import Site
 
 CFG = {"method": "fedda", "batch_size": 4, "model": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}}
 CLASSES = ["disc", "square"]

@@ -1,5 +1,6 @@
-"""The package's layering, read from its source with ``ast``: the command line sits on top and nothing imports it,
-and no two modules import each other, directly or round a longer circle."""
+"""The package's layering, read from its source with ``ast``: the sub-packages are the pipeline's stages in
+``STAGES`` order and each imports only itself and the stages before it; the command line sits on top and nothing
+imports it; no two modules import each other, directly or round a longer circle."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "custom" / "fedgin"
+
+#: the pipeline, first stage first (the order of ``fedgin/__init__.py``'s docstring)
+STAGES = ["common", "phantom", "data", "augment", "engine", "flare", "reporting", "inference", "experiments", "cli"]
 
 
 def _module_name(path: Path) -> str:
@@ -48,6 +52,29 @@ def test_nothing_below_the_command_line_imports_it():
     command_line = {m for m in graph if m == "fedgin.cli" or m.startswith("fedgin.cli.")} | {"fedgin.__main__"}
     upward = {(m, t) for m, ts in graph.items() if m not in command_line for t in ts if t in command_line}
     assert not upward, f"library modules import the command line: {sorted(upward)}"
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def test_the_top_level_is_the_stage_packages():
+    """Nothing loose beside the stages: every module lives in the package of its stage."""
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in {"__init__.py", "__main__.py"})
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert not loose, f"modules outside a stage package: {loose}"
+    assert packages == sorted(STAGES), f"packages {packages} are not the stages {sorted(STAGES)}"
+    listed = [line.split()[0] for line in (PACKAGE / "__init__.py").read_text().split("::")[1].split('"""')[0]
+              .strip().splitlines()]
+    assert listed == STAGES, "fedgin/__init__.py lists the stages in another order"
+
+
+def test_each_stage_imports_only_earlier_stages():
+    graph = import_graph()
+    upward = sorted((m, t) for m, ts in graph.items() if _stage(m) for t in ts
+                    if _stage(t) and STAGES.index(_stage(t)) > STAGES.index(_stage(m)))
+    assert not upward, "imports from a later stage: " + "; ".join(f"{m} -> {t}" for m, t in upward)
 
 
 def test_no_import_circles():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedgin.partition import PartitionError, draw_partition, load_partition, site_case_splits, write_partition
+from fedgin.data.partition import PartitionError, draw_partition, load_partition, site_case_splits, write_partition
 
 POOLS = {"ct": {"modality": "ct", "cases": [f"ct{i:04d}" for i in range(30)]},
          "mri": {"modality": "mri", "cases": [f"mr{i:04d}" for i in range(12)]}}

@@ -13,8 +13,10 @@ from fedgin.cli import main
 from fedgin.data import prepare_site
 from fedgin.engine import ModelFileError, TrainConfig
 from fedgin.phantom import generate_dataset
-from fedgin.predict import Predictor, PredictionError, predict_files
-from fedgin.workflows import evaluate, train
+from fedgin.inference.predict import Predictor, PredictionError, predict_files
+from fedgin.engine.training import train
+
+from fedgin.engine.evaluation import evaluate
 
 ORGANS = ["liver", "spleen"]
 

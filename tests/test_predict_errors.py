@@ -13,8 +13,8 @@ from conftest import write_toy_site
 from fedgin.cli import main
 from fedgin.data.finite import NonFiniteError
 from fedgin.phantom import generate_dataset
-from fedgin.predict import run_predictions
-from fedgin.preview import slices_from_datalist
+from fedgin.inference.predict import run_predictions
+from fedgin.reporting.preview import slices_from_datalist
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     """A small model trained on 2 phantom CT cases (8 mm, 48 px), and one phantom CT scan (float32)."""
     from fedgin.data import prepare_site
     from fedgin.engine import TrainConfig
-    from fedgin.workflows import train
+    from fedgin.engine.training import train
 
     root = tmp_path_factory.mktemp("predict_errors")
     generate_dataset(root / "raw", "ct", 2, seed=3, progress=False)

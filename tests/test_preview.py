@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_toy_site
 from fedgin.cli import main
-from fedgin.preview import augmented_views, slices_from_datalist
+from fedgin.reporting.preview import augmented_views, slices_from_datalist
 
 
 def test_views_change_the_slice_only_for_augmenting_methods(tmp_path):

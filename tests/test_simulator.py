@@ -22,7 +22,7 @@ from fedgin.flare.job import build_job  # noqa: E402
 from fedgin.flare.persistor import read_round  # noqa: E402
 from fedgin.flare.simulate import run_simulator  # noqa: E402
 from fedgin.phantom import generate_dataset  # noqa: E402
-from fedgin.workflows import evaluate  # noqa: E402
+from fedgin.engine.evaluation import evaluate  # noqa: E402
 from leak_checks import check_outgoing  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
@@ -77,7 +77,7 @@ def test_two_sites_two_rounds_in_the_simulator(federation, tmp_path):
     alone = tmp_path / "elsewhere" / "FL_global_model.pt"
     alone.parent.mkdir()
     alone.write_bytes(res["global_model"].read_bytes())
-    from fedgin.predict import Predictor
+    from fedgin.inference.predict import Predictor
 
     p = Predictor(alone, device="cpu")
     assert (p.classes, p.size, p.spacing, p.clip) == (ORGANS, 48, 8.0, [0.5, 99.5])

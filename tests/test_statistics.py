@@ -1,4 +1,4 @@
-"""Confidence intervals and paired tests of result tables (``fedgin.statistics``) on cases computed by hand."""
+"""Confidence intervals and paired tests of result tables (``fedgin.reporting.statistics``) on cases computed by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedgin.statistics import ALPHA, mean_ci, paired_test, significance_mark
+from fedgin.reporting.statistics import ALPHA, mean_ci, paired_test, significance_mark
 
 
 def test_wilcoxon_six_positive_differences_has_the_exact_p_of_two_in_sixty_four():

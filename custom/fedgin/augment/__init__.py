@@ -8,6 +8,8 @@ of this package (free of registry imports, so there is no import cycle) and regi
     register("mymethod")(MyMethod)
 
 or decorate a factory defined here with ``@register("name")``.
+
+May import ``fedgin.common`` only (augmentations are pure tensor functions).
 """
 
 from __future__ import annotations

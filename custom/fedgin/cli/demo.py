@@ -1,4 +1,4 @@
-"""``fedgin demo``'s options (the run itself is ``fedgin.demo.run_demo``)."""
+"""``fedgin demo``'s options (the run itself is ``fedgin.experiments.demo.run_demo``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 
 def add_demo_arguments(s: argparse.ArgumentParser) -> None:
-    from fedgin.methods import METHODS
-    from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, positive_float,
+    from fedgin.engine.methods import METHODS
+    from fedgin.common.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, positive_float,
                                 positive_int)
 
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fedgin.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
+from fedgin.common.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
                             name_list, nonnegative_int, positive_float, positive_int, seed_list, set_item,
                             set_values)
 
@@ -21,8 +21,8 @@ TEST_INPUT_HELP = ("network input at test time: raw slice (default), 'reference'
 
 
 def method_names() -> list[str]:
-    """Names of the methods (``fedgin.methods.METHODS``: augmentations, ``fedbn``, ``dsbn``)."""
-    from fedgin.methods import METHODS
+    """Names of the methods (``fedgin.engine.methods.METHODS``: augmentations, ``fedbn``, ``dsbn``)."""
+    from fedgin.engine.methods import METHODS
 
     return sorted(METHODS)
 
@@ -35,7 +35,7 @@ def layout_names() -> list[str]:
 
 
 def _organs(text: str) -> list[str]:
-    """argparse type of ``--organs`` (``fedgin.options.name_list``)."""
+    """argparse type of ``--organs`` (``fedgin.common.options.name_list``)."""
     try:
         return name_list(text, "--organs")
     except OptionError:
@@ -129,7 +129,7 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
-    from fedgin.methods import METHODS, model_domains
+    from fedgin.engine.methods import METHODS, model_domains
 
     source = f"--config {a.config}" if a.config else "options"
     if values.get("method", "gin") not in METHODS:
@@ -138,7 +138,7 @@ def _train_config(a: argparse.Namespace):
     if domains:
         values.setdefault("model", {}).setdefault("domains", domains)
     if a.test_input is not None:
-        from fedgin.methods import eval_input_for
+        from fedgin.engine.methods import eval_input_for
 
         values.setdefault("model", {})["test_input"] = eval_input_for(values.get("method", "gin"), a.test_input)
     return TrainConfig.from_dict(values, source=source)
@@ -146,7 +146,7 @@ def _train_config(a: argparse.Namespace):
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from fedgin.engine.trainer import resolve_device
-    from fedgin.workflows import train
+    from fedgin.engine.training import train
 
     cfg = _train_config(a)
     resolve_device(a.device)  # a missing GPU fails before the data are read
@@ -159,10 +159,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from fedgin.workflows import evaluate, format_dice_table
+    from fedgin.engine.evaluation import evaluate, format_dice_table
 
     from fedgin.engine.trainer import resolve_device
-    from fedgin.outputs import check_output_file, write_text_atomic
+    from fedgin.common.outputs import check_output_file, write_text_atomic
 
     resolve_device(a.device)
     if a.output:
@@ -181,14 +181,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from fedgin.predict import predict_command
+    from fedgin.inference.predict import predict_command
 
     return predict_command(a)
 
 
 def _cmd_preview(a: argparse.Namespace) -> int:
-    from fedgin.methods import get_method
-    from fedgin.preview import phantom_slices, preview_png, slices_from_datalist, slices_from_nifti
+    from fedgin.engine.methods import get_method
+    from fedgin.reporting.preview import phantom_slices, preview_png, slices_from_datalist, slices_from_nifti
 
     methods = name_list(a.methods, "--methods")
     for m in methods:
@@ -253,11 +253,11 @@ def _train_values(items: list[tuple[str, str]] | None) -> dict:
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-    from fedgin.compare import default_methods, run_grid
-    from fedgin.demo import phantom_sites
-    from fedgin.methods import METHODS
+    from fedgin.experiments.compare import default_methods, run_grid
+    from fedgin.experiments.demo import phantom_sites
+    from fedgin.engine.methods import METHODS
 
-    from fedgin.compare import SETTINGS
+    from fedgin.experiments.compare import SETTINGS
 
     methods = name_list(a.methods, "--methods") if a.methods is not None else default_methods()
     unknown = sorted(set(methods) - set(METHODS))
@@ -303,7 +303,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         if "organs" not in fields:
             raise ValueError(f"--organs: experiment {a.name} has fixed classes")
         values["organs"] = name_list(a.organs, "--organs")
-    from fedgin.methods import METHODS
+    from fedgin.engine.methods import METHODS
 
     unknown = sorted(set(values.get("methods", [])) - set(METHODS))
     if unknown:
@@ -317,7 +317,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from fedgin.demo import run_demo
+    from fedgin.experiments.demo import run_demo
 
     run_demo(a)
     return 0
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: warning: background thread {h.thread.name if h.thread else ''} failed: {text}",
               file=sys.stderr)
 
-    from fedgin.outputs import describe_os_error
+    from fedgin.common.outputs import describe_os_error
 
     hook, threading.excepthook = threading.excepthook, thread_failed
     try:

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from fedgin.options import (MAX_SIZE_PX, bounded_int, int_list, name_list, nonnegative_int, port, positive_float,
+from fedgin.common.options import (MAX_SIZE_PX, bounded_int, int_list, name_list, nonnegative_int, port, positive_float,
                             positive_int, set_item)
 
 __all__ = ["add_poc_parser"]
@@ -40,7 +40,7 @@ def _datalists(a: argparse.Namespace) -> dict[str, Path]:
         if not found:
             raise ValueError(f"--data-root {root}: no <site>/datalist.json inside")
         return found
-    from fedgin.demo import phantom_sites
+    from fedgin.experiments.demo import phantom_sites
 
     organs = name_list(a.organs, "--organs")
     print(f"no --data-root or --site: demo phantom sites in {a.phantom_dir}")
@@ -54,7 +54,7 @@ def _build_job(a: argparse.Namespace, datalists: dict[str, str]) -> Path:
     if a.job:
         return Path(a.job)
     from fedgin.flare.job import settable_variables
-    from fedgin.options import set_values
+    from fedgin.common.options import set_values
 
     values = set_values(a.set, settable_variables())
     values.update({"method": a.method, "num_rounds": a.rounds, "local_epochs": a.local_epochs})
@@ -124,7 +124,7 @@ def _cmd_clean(a):
 
 def _cmd_run(a):
     """Everything: data → kits → start → submit → wait → download → stop → Dice on the test cases."""
-    from fedgin.workflows import evaluate, format_dice_table
+    from fedgin.engine.evaluation import evaluate, format_dice_table
 
     t0 = time.perf_counter()
     poc = _poc(a)
@@ -167,7 +167,7 @@ def _data_args(s: argparse.ArgumentParser) -> None:
 
 
 def _job_args(s: argparse.ArgumentParser) -> None:
-    from fedgin.methods import METHODS
+    from fedgin.engine.methods import METHODS
 
     s.add_argument("--job", help="a job folder written by `fedgin job --code site` (else one is built)")
     s.add_argument("--job-dir", help="where the built job goes")

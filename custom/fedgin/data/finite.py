@@ -18,15 +18,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import dataclasses
+
+import nibabel.orientations as nio
 import numpy as np
 
 from fedgin.data.errors import PrepareError
+from fedgin.data.nifti import RasVolume
 
-__all__ = ["NONFINITE_POLICIES", "NonFiniteError", "check_finite", "nonfinite_summary"]
+__all__ = ["NONFINITE_POLICIES", "NonFiniteError", "check_finite", "nonfinite_summary", "finite_volume"]
 
 log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "repair")
+_RAS_ORNT = nio.axcodes2ornt(("R", "A", "S"))
 
 
 class NonFiniteError(PrepareError):
@@ -89,3 +94,16 @@ def check_finite(volume: np.ndarray, source: str | Path, policy: str = "error", 
     log.warning("%s: repaired non-finite values of the %s (%s): NaN/-Inf -> %g, +Inf -> %g", source, what, summary,
                 lo, hi)
     return out
+
+
+def finite_volume(vol: RasVolume, nonfinite: str = "error") -> tuple[RasVolume, str | None]:
+    """``vol`` with its non-finite voxels refused or repaired (:func:`check_finite`), and what was
+    repaired (``None``: nothing). The check runs on the file's own voxel order, so the voxel and the axial slices a
+    message names are those a viewer shows for the file."""
+    to_file = nio.ornt_transform(_RAS_ORNT, nio.io_orientation(vol.source_affine))
+    stored = nio.apply_orientation(vol.data, to_file)  # a view: flips and transposes only
+    data = check_finite(stored, vol.path, nonfinite)
+    if data is stored:
+        return vol, None
+    ras = nio.apply_orientation(data, nio.ornt_transform(nio.io_orientation(vol.source_affine), _RAS_ORNT))
+    return dataclasses.replace(vol, data=np.ascontiguousarray(ras)), nonfinite_summary(stored)

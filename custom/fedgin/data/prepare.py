@@ -62,7 +62,7 @@ from fedgin.data.finite import NONFINITE_POLICIES, check_finite, nonfinite_summa
 from fedgin.data.nifti import voxel_spacing
 from fedgin.data.preprocess import Z_RULE, normalization_text, preprocess_case, to_slices
 from fedgin.data.source import MODALITIES, LayoutAdapter, SourceCase, present
-from fedgin.outputs import OutputPathError, check_output_dir
+from fedgin.common.outputs import OutputPathError, check_output_dir
 
 __all__ = ["LAYOUTS", "prepare_site", "split_cases"]
 
@@ -140,7 +140,7 @@ def _check_args(
 
 def _check_output(output_dir: Path, input_dir: Path) -> None:
     """Refuse an output that is a symbolic link (the cache folder is replaced as a whole, which would replace the
-    link by a folder), a file, below a file (``fedgin.outputs.check_output_dir``), the input, or a folder with other
+    link by a folder), a file, below a file (``fedgin.common.outputs.check_output_dir``), the input, or a folder with other
     files."""
     try:
         check_output_dir(output_dir, "--output")
@@ -340,7 +340,7 @@ def prepare_site(
         val_fraction, test_fraction: fractions of cases for the seeded split.
         clip_percentiles: percentile clip before the z-score, ``None`` to turn clipping off.
         progress: show a tqdm bar over cases.
-        case_splits: ``{case_id: split}`` from a partition (``fedgin.partition``): only these cases are prepared,
+        case_splits: ``{case_id: split}`` from a partition (``fedgin.data.partition``): only these cases are prepared,
             each into its given split (``training``/``validation``/``test``); overrides the dataset's own split.
         layout_options: the layout's own settings, names from ``LAYOUTS[layout].options`` (e.g. chaos
             ``{"sequence": "t1dual-in"}``, generic ``{"label_map": "map.json"}``, amos ``{"split": "dataset"}``).

@@ -2,7 +2,7 @@
 
 Every value has the paper's default (Nagaraju et al. 2026) unless marked otherwise; a job variant is a different
 value, never different code. ``TrainConfig.from_dict`` rejects unknown keys, wrong types and values out of range
-(``fedgin.options.OptionError``, naming where the values came from and the field), so a typo in a job file, a
+(``fedgin.common.options.OptionError``, naming where the values came from and the field), so a typo in a job file, a
 ``--config`` file or a model file's metadata fails loudly and where it was made, not deep inside training.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from fedgin.options import OptionError, check_range, check_type
+from fedgin.common.options import OptionError, check_range, check_type
 
 __all__ = ["TrainConfig", "ModelConfig"]
 
@@ -74,7 +74,7 @@ class TrainConfig:
     """How one site (or a centralized run) trains.
 
     Attributes:
-        method: a ``fedgin.methods`` name: the augmentation applied to every training batch on the device
+        method: a ``fedgin.engine.methods`` name: the augmentation applied to every training batch on the device
             (``gin``, ``none``, ``rc``, ...) and the batch-norm policy (``fedbn``, ``dsbn``).
         augment_args: keyword arguments of the augmentation (e.g. ``{"slope": "fixed", "per_sample": false}``).
         batch_size: slices per step (paper: 8).
@@ -124,13 +124,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, source: str = "") -> TrainConfig:
         """Build from plain JSON values; unknown keys, wrong types and out-of-range values raise
-        ``fedgin.options.OptionError`` (a ``ValueError``) naming ``source`` (a file, an option) and the field."""
+        ``fedgin.common.options.OptionError`` (a ``ValueError``) naming ``source`` (a file, an option) and the field."""
         where = source or "train config"
         values = dict(check_type(where, values, "dict") if values is not None else {})
         _check_keys(cls, values, where)
         _check_fields(cls, values, where, _TRAIN_FIELDS)
         if "method" in values:
-            from fedgin.methods import METHODS
+            from fedgin.engine.methods import METHODS
 
             if values["method"] not in METHODS:
                 raise OptionError(f"{where}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
@@ -162,7 +162,7 @@ def _check_keys(cls: type, values: dict[str, Any], where: str) -> None:
 #: ``TrainConfig.sampler`` values (``fedgin.engine.data.SliceSet.epoch``)
 SAMPLERS = ("uniform", "organ")
 
-#: field -> (JSON kind of ``fedgin.options.check_type``, check_range keyword arguments)
+#: field -> (JSON kind of ``fedgin.common.options.check_type``, check_range keyword arguments)
 _TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "method": ("str", {}),
     "augment_args": ("dict", {}),

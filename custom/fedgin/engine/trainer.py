@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fedgin.augment import build_augmentation
-from fedgin.methods import get_method
+from fedgin.engine.methods import get_method
 from fedgin.engine.config import TrainConfig
 from fedgin.engine.data import CaseSlices, SliceSet
 from fedgin.engine.loss import SegmentationLoss

@@ -4,6 +4,12 @@ Each prepares its sites from a recorded partition (phantoms by default, real dat
 federated runs in the real ``nvflare simulator`` and the local and centralized baselines with the same engine,
 and writes its tables (markdown, in the layout of the paper's Tables II/III, IV/V) and plots (PNG). Re-running a
 command resumes: finished runs and unchanged preparation stages are reused.
+
+Also the building blocks every experiment shares: one run and its evaluation with resume (``runs``), the
+methods x settings grid of ``fedgin compare`` (``compare``), the main job on the phantom (``demo``) and the
+sources of data (``sources``).
+
+May import every stage below it (``common`` ... ``inference``); never ``cli``.
 """
 
 from __future__ import annotations

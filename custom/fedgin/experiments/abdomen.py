@@ -11,7 +11,7 @@ or T2w TSE/HASTE).
   single-modality (CT-only, MRI-only), centralized (pooled; also step-matched) and federated training with each
   method; every model is tested on both unseen test sets. The per-organ runs are merged into one table whose columns
   are organ × test modality, with mean ± sd and 95 % CIs over seeds × cases and paired tests against GIN
-  (``fedgin.compare.write_report``). The seeds vary the training only: one partition (``seed``) serves them all.
+  (``fedgin.experiments.compare.write_report``). The seeds vary the training only: one partition (``seed``) serves them all.
   ``mri_train_cases`` makes the sites imbalanced, as the paper's (Table I: the CT site holds about 90 %).
 - ``abdomen-mri-scarce`` (Table II, Fig. 3): an MRI site with few MRI cases is joined through the federation by a
   CT site with 0, n1, n2, ... CT cases (0 = the MRI site trains alone, also without augmentation); at every count
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgin.experiments.report import fmt, markdown_table
+from fedgin.reporting.tables import fmt, markdown_table
 from fedgin.experiments.sources import Source, phantom_source, prepare_sites
-from fedgin.partition import draw_partition, write_partition
+from fedgin.data.partition import draw_partition, write_partition
 
 __all__ = ["AbdomenConfig", "crossmodality", "mri_scarce"]
 
@@ -97,7 +97,7 @@ def _test_plan(pools: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = None) -> Path:
     """Run (or resume) the cross-modality comparison; writes ``table.md`` (Table III layout), ``dice.csv``,
     ``dice.png``, ``ratios.csv`` and ``partition.json`` into ``out``; returns ``out``."""
-    from fedgin.compare import cell_name, grid, load_results, merge_binary_results, run_grid, write_report
+    from fedgin.experiments.compare import cell_name, grid, load_results, merge_binary_results, run_grid, write_report
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
                           cfg.settings, cfg.rounds, cfg.channels, cfg.seeds, cfg.test_input,
                           tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train)
         per_organ[organ] = load_results(folder, cells, cfg.seeds)
-        from fedgin.curves import convergence_csv, curves_png, print_convergence
+        from fedgin.reporting.curves import convergence_csv, curves_png, print_convergence
 
         curves_png({f"{s}__{m}": folder / "runs" / cell_name(s, m, cfg.seeds[0]) for s, m in cells},
                    out / f"curves_{organ}.png", f"{organ}: training curves (seed {cfg.seeds[0]})")
@@ -143,7 +143,7 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
     """Run (or resume) the MRI-scarce series; writes ``table.md`` (Table II layout: MRI and CT test Dice, mean ± std
     over seeds, per number of CT cases), ``curve.png`` (Fig. 3 style), ``runs.csv`` and one partition file per
     seed and CT count into ``out``; returns ``out``."""
-    from fedgin.runs import cached_run, evaluate_run, train_run
+    from fedgin.experiments.runs import cached_run, evaluate_run, train_run
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -216,9 +216,9 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], re
     the reference method), boundary.md (HD95 / NSD, same layout) and curve.png (Fig. 3)."""
     import csv
 
-    from fedgin.experiments.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
+    from fedgin.reporting.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
                                                versus)
-    from fedgin.statistics import significance_mark
+    from fedgin.reporting.statistics import significance_mark
 
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgin.experiments.report import fmt, markdown_table
+from fedgin.reporting.tables import fmt, markdown_table
 from fedgin.experiments.sources import Source, phantom_source, prepare_sites
-from fedgin.partition import draw_partition, write_partition
+from fedgin.data.partition import draw_partition, write_partition
 
 __all__ = ["HeartConfig", "HEART_CLASSES", "TRAIN_SITES", "HELDOUT_SITE", "heart"]
 
@@ -63,7 +63,7 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
     class, mean ± sd and 95 % CI over seeds × cases, † against the GIN run), ``boundary.md`` (HD95 / NSD),
     ``sites.md`` (Table IV: the sites and their data), ``dice.csv``, ``partition.json`` and
     ``heldout_validation.png`` (the server's per-round held-out Dice) into ``out``; returns ``out``."""
-    from fedgin.runs import cached_run, evaluate_run, train_run
+    from fedgin.experiments.runs import cached_run, evaluate_run, train_run
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
         results.append(res)
         print(f"      held-out test Dice {fmt(res['summary']['mean_dice'])} in {res['seconds']:.0f} s")
     _report(out, cfg, results, partition, data)
-    from fedgin.curves import convergence_csv, curves_png, print_convergence
+    from fedgin.reporting.curves import convergence_csv, curves_png, print_convergence
 
     curves_png({r["label"]: out / "runs" / r["folder"] for r in results if r["seed"] == cfg.seeds[0]},
                out / "curves.png", f"training curves, seed {cfg.seeds[0]} (federated: validation Dice of the global "
@@ -150,9 +150,9 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
     sites_md = markdown_table(["site", "role", "modality", "training cases", "validation cases", "test cases",
                                "training slices"], rows, path=out / "sites.md")
     # Table V: held-out test Dice per class, mean ± sd (95 % CI) over seeds × test cases
-    from fedgin.experiments.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
+    from fedgin.reporting.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
                                                versus)
-    from fedgin.statistics import significance_mark
+    from fedgin.reporting.statistics import significance_mark
 
     variants: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (group, row label) -> one result per seed
     for r in results:

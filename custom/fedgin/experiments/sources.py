@@ -3,7 +3,7 @@
 A *source* is one dataset of one modality in a layout that ``fedgin prepare`` reads. On the command line a real
 dataset is given as ``NAME=LAYOUT:MODALITY:PATH`` (e.g. ``ts-ct=totalseg:ct:/data/TotalSegmentator``); without
 it an experiment generates a seeded phantom for that name. Sites are drawn from the sources by a partition
-(``fedgin.partition``) written to ``<experiment>/partition.json`` before anything is prepared, then each site's
+(``fedgin.data.partition``) written to ``<experiment>/partition.json`` before anything is prepared, then each site's
 slice cache is built with exactly its cases. Every stage is reused when its inputs are unchanged, so a
 re-run resumes.
 """
@@ -98,7 +98,7 @@ def prepare_sites(work: Path, partition: dict[str, Any], sources: dict[str, Sour
     ``{site: datalist path}``. A site whose cases, classes and geometry are unchanged is reused."""
     from fedgin.data import prepare_site
     from fedgin.data.prepare import CACHE_REVISION
-    from fedgin.partition import site_case_splits
+    from fedgin.data.partition import site_case_splits
 
     task = "-".join(classes) if len(classes) <= 3 else f"{len(classes)}classes"
     out: dict[str, Path] = {}

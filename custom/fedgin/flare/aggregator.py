@@ -103,7 +103,7 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
     def __init__(self, method: str = "none", privacy: dict[str, Any] | None = None, persistor_id: str = "persistor",
                  max_num_samples: int = 0, **kwargs) -> None:
         from fedgin.flare.privacy import excluded_pattern
-        from fedgin.methods import get_method
+        from fedgin.engine.methods import get_method
 
         kwargs.setdefault("expected_data_kind", DataKind.WEIGHT_DIFF)
         super().__init__(**kwargs)

@@ -1,4 +1,4 @@
-"""The one FLARE Executor every site runs: a thin adapter from FLARE tasks to ``fedgin.site.Site``.
+"""The one FLARE Executor every site runs: a thin adapter from FLARE tasks to ``fedgin.engine.site.Site``.
 
 Tasks:
     ``train``: receive the global weights, validate them on the site's validation cases (the metric the server's
@@ -121,7 +121,7 @@ class FedGINExecutor(Executor):
     def _save_local_model(self, fl_ctx: FLContext) -> None:
         """Keep the site's last local model (what FedBN evaluates) as ``<app dir>/local_model.pt``; stays at the site."""
         from fedgin.engine import save_model_file
-        from fedgin.workflows import model_meta
+        from fedgin.engine.training import model_meta
 
         app_dir = Path(fl_ctx.get_engine().get_workspace().get_app_dir(fl_ctx.get_job_id()))
         path = save_model_file(app_dir / "local_model.pt", self.site.engine.model,
@@ -153,7 +153,7 @@ class FedGINExecutor(Executor):
         return Path(self.datalist_pattern.format(data_root=root, site=name)).expanduser()
 
     def _start(self, fl_ctx: FLContext) -> None:
-        from fedgin.site import Site  # heavy imports only when a run starts
+        from fedgin.engine.site import Site  # heavy imports only when a run starts
 
         try:
             path = self.resolve_datalist(fl_ctx)

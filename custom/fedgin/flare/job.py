@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import fedgin
-from fedgin.options import OptionError, check_range, check_type
+from fedgin.common.options import OptionError, check_range, check_type
 
 __all__ = ["default_template", "settable_variables", "build_job", "check_job_values", "task_from_sites",
            "task_from_datalists", "STRUCTURAL_KEYS"]
@@ -95,7 +95,7 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
     values = check_job_values(values, known)
     if "method" in values:
-        from fedgin.methods import model_domains
+        from fedgin.engine.methods import model_domains
 
         domains = model_domains(values["method"])  # raises on an unknown method
         if domains and not values.get("domains"):
@@ -247,7 +247,7 @@ def task_from_datalists(paths: list[Path], values: dict) -> dict:
     found = {}
     for path in paths:
         d = load_datalist(path)
-        from fedgin.workflows import clip_percentiles_of
+        from fedgin.engine.training import clip_percentiles_of
 
         task = {"classes": task_labels(d), "size_px": list(d["size_px"]), "spacing_mm": list(d["spacing_mm"]),
                 "clip_percentiles": clip_percentiles_of(d)}

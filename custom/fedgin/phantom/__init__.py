@@ -25,6 +25,9 @@ smooth random fields), ``grid`` (acquisition grid, thick slices, RAS/LPS), ``ct`
 ``writer`` (NIfTI, TotalSegmentator layout, output-folder policy), ``dataset`` (seeding, splits); for the heart,
 ``heart`` (entry points, MM-WHS layout), ``heart_anatomy`` (geometry, painting order), ``heart_tissues`` (codes,
 label values, physical values and sources), ``heart_render`` (protocols, CT / MR rendering).
+
+May import ``fedgin.common`` only: the phantom writes source volumes as a hospital's scanner would, and
+``fedgin.data`` prepares them like any other dataset.
 """
 
 from __future__ import annotations

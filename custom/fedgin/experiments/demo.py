@@ -56,8 +56,8 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
 def run_demo(a: argparse.Namespace) -> dict:
     from fedgin.flare.job import build_job
     from fedgin.flare.simulate import run_simulator
-    from fedgin.options import name_list
-    from fedgin.workflows import evaluate, format_dice_table
+    from fedgin.common.options import name_list
+    from fedgin.engine.evaluation import evaluate, format_dice_table
 
     t_start = time.perf_counter()
     work = Path(a.workdir).resolve()

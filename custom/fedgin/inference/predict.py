@@ -12,7 +12,7 @@ What is checked when (``run_predictions``, ``fedgin predict``):
 
 * Before anything is written (the whole run is refused with a ``ValueError``: :class:`PredictionError`,
   ``OutputPathError``, ``ModelFileError``; ``fedgin predict`` exits 2): the inputs (a NIfTI file, or a folder holding
-  some), the output folder (``fedgin.outputs.check_output_dir``: not a symbolic link, the message saying where it
+  some), the output folder (``fedgin.common.outputs.check_output_dir``: not a symbolic link, the message saying where it
   points; not a file nor under one; and not the input folder unless ``allow_output_in_input``, compared resolved so a
   symlinked folder is the same folder), every output path (two inputs that map to one output name, ``x.nii`` and
   ``x.nii.gz``, compared case-insensitively; an output that would replace an input; an existing output that is a
@@ -28,14 +28,13 @@ What is checked when (``run_predictions``, ``fedgin predict``):
   be replaced by this run's outputs; an input never is.
 * Every file is written to a hidden partial file beside its target (``.<name>.partial.nii.gz``/``.png``; a stale one
   is removed first, never written through) and renamed over the target, so a target holds the old file or the
-  complete new one; ``predictions.json`` likewise (``fedgin.outputs.write_text_atomic``). Partial files are removed on
+  complete new one; ``predictions.json`` likewise (``fedgin.common.outputs.write_text_atomic``). Partial files are removed on
   any error, Ctrl-C included: the ``KeyboardInterrupt`` propagates once ``predictions.json`` records the inputs done
   so far and ``interrupted``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -48,16 +47,16 @@ import nibabel.orientations as nio
 import numpy as np
 import torch
 
-from fedgin.data.finite import NONFINITE_POLICIES, check_finite, nonfinite_summary
+from fedgin.data.finite import NONFINITE_POLICIES, finite_volume
 from fedgin.data.nifti import NiftiError, RasVolume, read_nifti_ras
 from fedgin.data.preprocess import labels_onto, preprocess_image, to_slices
 from fedgin.engine import ModelFileError, load_model_file
 from fedgin.engine.norm import set_domain
 from fedgin.engine.trainer import logits_to_labels
-from fedgin.outputs import check_output_dir, describe_os_error, write_text_atomic
+from fedgin.common.outputs import check_output_dir, describe_os_error, write_text_atomic
 
 __all__ = ["Predictor", "predict_files", "run_predictions", "plan_outputs", "predict_command", "nifti_inputs",
-           "finite_volume", "PredictionError"]
+           "PredictionError"]
 
 _RAS = nio.axcodes2ornt(("R", "A", "S"))
 SEG_SUFFIX = "_seg.nii.gz"
@@ -189,19 +188,6 @@ def plan_outputs(inputs: str | Path, output: str | Path, *, overlay: bool = Fals
     return plan, skipped
 
 
-def finite_volume(vol: RasVolume, nonfinite: str = "error") -> tuple[RasVolume, str | None]:
-    """``vol`` with its non-finite voxels refused or repaired (``fedgin.data.finite.check_finite``), and what was
-    repaired (``None``: nothing). The check runs on the file's own voxel order, so the voxel and the axial slices a
-    message names are those a viewer shows for the file."""
-    to_file = nio.ornt_transform(_RAS, nio.io_orientation(vol.source_affine))
-    stored = nio.apply_orientation(vol.data, to_file)  # a view: flips and transposes only
-    data = check_finite(stored, vol.path, nonfinite)
-    if data is stored:
-        return vol, None
-    ras = nio.apply_orientation(data, nio.ornt_transform(nio.io_orientation(vol.source_affine), _RAS))
-    return dataclasses.replace(vol, data=np.ascontiguousarray(ras)), nonfinite_summary(stored)
-
-
 class Predictor:
     """A model file ready to segment volumes.
 
@@ -322,7 +308,7 @@ def _predict_one(predictor: Predictor, f: Path, target: Path, modality: str | No
                 tmp.unlink(missing_ok=True)  # a stale (or planted) partial file is never written through
             nib.save(img, str(parts[target]))
             if png:
-                from fedgin.pictures import overlay_png
+                from fedgin.reporting.overlays import overlay_png
 
                 with tempfile.TemporaryDirectory() as d:  # the overlay shows the repaired image, under its own name
                     shown = f

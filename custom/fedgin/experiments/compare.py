@@ -40,7 +40,7 @@ REFERENCE = "gin"
 def default_methods() -> list[str]:
     """Every registered method but the ``VARIANTS``, in ``METHOD_ORDER`` first, then any other (newly added) one
     alphabetically."""
-    from fedgin.methods import METHODS
+    from fedgin.engine.methods import METHODS
 
     ordered = [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
     return [m for m in ordered if m not in VARIANTS]
@@ -77,13 +77,13 @@ def matched_steps(datalists: list[Path], rounds: int, train: dict[str, Any] | No
 def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, rounds: int, channels: list[int],
             seed: int, test_input: str = "raw", tests: list[Path] | None = None,
             train: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.workflows.evaluate`` format).
+    """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.engine.evaluation.evaluate`` format).
 
     ``tests``: datalists whose ``test`` cases are scored (default: the test cases of site-ct and site-mri).
-    ``train``: further ``TrainConfig`` values of every run (``fedgin.runs.train_run``).
+    ``train``: further ``TrainConfig`` values of every run (``fedgin.experiments.runs.train_run``).
     ``centralized-steps``: centralized training for ``matched_steps`` optimiser steps instead of ``rounds`` epochs.
     """
-    from fedgin.runs import evaluate_run, train_run
+    from fedgin.experiments.runs import evaluate_run, train_run
 
     train_on = {"single-ct": ["site-ct"], "single-mri": ["site-mri"]}.get(setting, ["site-ct", "site-mri"])
     kind = {"centralized-steps": "centralized"}.get(setting, "local" if setting.startswith("single") else setting)
@@ -105,7 +105,7 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
     """Run every missing (cell, seed) of the grid, then (with ``report``) write the report; returns the grid folder.
 
     ``seeds``: training seeds; every cell runs once per seed on the same data and test cases.
-    ``test_input``: ``"raw"`` or ``"reference"`` (each method's reference test-time filter, ``fedgin.methods``).
+    ``test_input``: ``"raw"`` or ``"reference"`` (each method's reference test-time filter, ``fedgin.engine.methods``).
     ``tests``: datalists whose test cases are scored (default: those of site-ct and site-mri).
     ``train``: further ``TrainConfig`` values of every cell (e.g. ``{"sampler": "organ"}``); part of the grid's
     parameters, so a grid resumes only with the same ones (the seeds may grow).
@@ -181,8 +181,8 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
     - ``convergence.csv``: per run, the validation Dice gained over the last quarter of the budget.
     """
     from fedgin.engine.metrics import EMPTY_MARK, EMPTY_NOTE
-    from fedgin.experiments.grid_stats import METRICS, cell_stats, format_stats, stats_note, versus
-    from fedgin.statistics import significance_mark
+    from fedgin.reporting.grid_stats import METRICS, cell_stats, format_stats, stats_note, versus
+    from fedgin.reporting.statistics import significance_mark
 
     results = results if results is not None else load_results(output, cells, seeds)
     for r in results:
@@ -255,7 +255,7 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
     _boundary_table(output / "boundary.md", cells, stats, classes)
     _ratios(output / "ratios.csv", cells, stats)
     _plot(output / "dice.png", cells, values, cols, stats)
-    from fedgin.curves import convergence_csv, curves_png, print_convergence
+    from fedgin.reporting.curves import convergence_csv, curves_png, print_convergence
 
     runs = {f"{s}__{m}": output / "runs" / cell_name(s, m, seeds[0]) for s, m in cells}
     curves_png({k: v for k, v in runs.items() if v.is_dir()}, output / "curves.png",
@@ -268,7 +268,7 @@ def write_report(output: Path, cells: list[tuple[str, str]], results: list[dict[
 
 
 def _stats_csv(path: Path, cells, cols, stats, tests) -> None:
-    from fedgin.experiments.grid_stats import METRICS
+    from fedgin.reporting.grid_stats import METRICS
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -318,7 +318,7 @@ def _boundary_table(path: Path, cells, stats, classes: list[str]) -> None:
     if not any(stats[(cell, m, n, "hd95_mm")]["n"] for cell in cells for m, n in cols):
         return
     header = "| setting | method | " + " | ".join(f"{m.upper()} {n} HD95 mm / NSD" for m, n in cols) + " |"
-    from fedgin.experiments.grid_stats import boundary_note, boundary_text
+    from fedgin.reporting.grid_stats import boundary_note, boundary_text
 
     lines = [header, "|" + "---|" * (len(cols) + 2)]
     for cell in cells:

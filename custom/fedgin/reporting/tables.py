@@ -1,10 +1,10 @@
-"""Small report helpers shared by the experiments: markdown tables with the best value per column in bold."""
+"""Markdown tables for the experiments' reports: the best value per column in bold, a collapsed model's values
+marked ∅ and explained in a footnote."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["markdown_table", "fmt"]
 

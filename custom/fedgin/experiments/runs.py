@@ -5,7 +5,7 @@ all share one definition of the training settings, all with the same budget: ``r
 training slices (``rounds`` epochs for local and centralized training; ``rounds`` FLARE rounds of one local epoch
 for the federation, run in the real ``nvflare simulator``).
 
-- ``local`` / ``centralized``: ``fedgin.workflows.train`` on the pooled training slices of ``sites``; the final
+- ``local`` / ``centralized``: ``fedgin.engine.training.train`` on the pooled training slices of ``sites``; the final
   model is evaluated.
 - ``federated``: a job built from ``jobs/fedgin`` with ``sites`` as clients; the final global model is evaluated,
   or, with ``heldout`` (a held-out site's datalist), the best global model chosen at the server on its validation
@@ -26,7 +26,7 @@ SETTINGS = ("local", "centralized", "federated")
 
 
 def _model_values(method: str, channels: list[int], test_input: str) -> dict[str, Any]:
-    from fedgin.methods import eval_input_for, model_domains
+    from fedgin.engine.methods import eval_input_for, model_domains
 
     return {"channels": list(channels), "strides": [2] * (len(channels) - 1), "domains": model_domains(method),
             "test_input": eval_input_for(method, test_input)}
@@ -50,7 +50,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
             (the step-matched control of ``fedgin compare``).
     """
     from fedgin.engine import TrainConfig
-    from fedgin.methods import get_method
+    from fedgin.engine.methods import get_method
 
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; known: {SETTINGS}")
@@ -73,7 +73,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         raise ValueError(f"method {method!r} needs a federation (setting 'federated')")
     if setting == "local" and len(sites) != 1:
         raise ValueError(f"local training takes one site, got {sorted(sites)}")
-    from fedgin.workflows import train
+    from fedgin.engine.training import train
 
     res = train(list(sites.values()), out / "train", cfg, epochs=None if steps else rounds, steps=steps,
                 progress=False)
@@ -83,7 +83,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
 def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
     from fedgin.flare.job import build_job, task_from_sites
     from fedgin.flare.simulate import run_simulator
-    from fedgin.methods import get_method
+    from fedgin.engine.methods import get_method
 
     roots = {Path(p).parents[1] for p in sites.values()}
     for site, p in sites.items():
@@ -114,7 +114,7 @@ def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str
 
 def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test",
                  site_modality: dict[str, str] | None = None) -> dict[str, Any]:
-    """3D Dice, HD95 and NSD of a trained run on the ``split`` cases of ``tests`` (``fedgin.workflows.evaluate``
+    """3D Dice, HD95 and NSD of a trained run on the ``split`` cases of ``tests`` (``fedgin.engine.evaluation.evaluate``
     format, ``surface=True``), in each test volume's source geometry.
 
     For FedBN (``trained["model"]`` a dict of local models) each test datalist is scored with the local model of a
@@ -122,7 +122,7 @@ def evaluate_run(trained: dict[str, Any], tests: list[Path], split: str = "test"
     """
     from fedgin.data.datalist import load_datalist
     from fedgin.engine.metrics import summarise
-    from fedgin.workflows import evaluate
+    from fedgin.engine.evaluation import evaluate
 
     model = trained["model"]
     if not isinstance(model, dict):

@@ -23,8 +23,8 @@ import torch
 
 from fedgin.augment import build_augmentation
 from fedgin.data.finite import NonFiniteError, nonfinite_summary
-from fedgin.methods import get_method
-from fedgin.pictures import radiological
+from fedgin.engine.methods import get_method
+from fedgin.reporting.overlays import radiological
 
 __all__ = ["Slice", "slices_from_datalist", "slices_from_nifti", "phantom_slices", "augmented_views", "preview_png"]
 
@@ -68,10 +68,10 @@ def slices_from_datalist(path: str | Path, case: str | None = None) -> Slice:
 def slices_from_nifti(path: str | Path, spacing: float = 1.5, size: int = 256, nonfinite: str = "error") -> Slice:
     """The middle axial slice of a NIfTI volume, preprocessed as ``fedgin prepare`` does (``spacing`` in mm,
     ``size`` in pixels); ``nonfinite``: ``error`` refuses NaN/Inf voxels, ``repair`` replaces them
-    (``fedgin.predict.finite_volume``). Stack: (min(4, Z), size, size) float32, Z the axial slices."""
+    (``fedgin.data.finite.finite_volume``). Stack: (min(4, Z), size, size) float32, Z the axial slices."""
     from fedgin.data.nifti import read_nifti_ras
     from fedgin.data.preprocess import preprocess_image, to_slices
-    from fedgin.predict import finite_volume
+    from fedgin.data.finite import finite_volume
 
     vol, _ = finite_volume(read_nifti_ras(path, dtype=np.float32), nonfinite)
     image, _ = preprocess_image(vol.data, vol.affine, spacing=spacing, size=size)

@@ -1,14 +1,14 @@
 """Statistics of a result grid over seeds: per cell mean ± sd and 95 % CI, and each method against a reference.
 
 A *cell* is one (setting, method) of a grid; it holds one evaluation result per training seed
-(``fedgin.workflows.evaluate`` format plus ``"seed"``). Its observations for a column (test modality, class or
+(``fedgin.engine.evaluation.evaluate`` format plus ``"seed"``). Its observations for a column (test modality, class or
 ``"mean"``) are the per-case values of every seed, keyed by ``(seed, site, case)``: Dice, HD95 (mm) or NSD; the
 ``"mean"`` of a case is its mean over the classes its ground truth has. Classes absent from a case's ground truth
 are no observation (as in ``fedgin.engine.metrics.summarise``).
 
-- ``cell_stats``: ``fedgin.statistics.mean_ci`` over the observations (seeds × cases, percentile bootstrap), plus
+- ``cell_stats``: ``fedgin.reporting.statistics.mean_ci`` over the observations (seeds × cases, percentile bootstrap), plus
   ``sd_seeds``: the sd over seeds of the per-seed means (the training noise alone).
-- ``versus``: ``fedgin.statistics.paired_test`` between two cells on the observations they share (the same
+- ``versus``: ``fedgin.reporting.statistics.paired_test`` between two cells on the observations they share (the same
   seeds and cases).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from fedgin.statistics import ALPHA, mean_ci, paired_test
+from fedgin.reporting.statistics import ALPHA, mean_ci, paired_test
 
 __all__ = ["METRICS", "observations", "cell_stats", "versus", "format_stats", "format_boundary", "stats_note",
            "boundary_note"]
