@@ -70,6 +70,14 @@ def test_the_top_level_is_the_stage_packages():
     assert listed == STAGES, "fedgin/__init__.py lists the stages in another order"
 
 
+def test_the_readme_shows_the_same_stages():
+    """The README's "How the code is laid out" table lists the stage packages in pipeline order."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    section = readme.split("### How the code is laid out", 1)[1].split("\n### ", 1)[0]
+    rows = [line.split("|")[2].strip() for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    assert [r.strip("`/") for r in rows] == STAGES
+
+
 def test_each_stage_imports_only_earlier_stages():
     graph = import_graph()
     upward = sorted((m, t) for m, ts in graph.items() if _stage(m) for t in ts

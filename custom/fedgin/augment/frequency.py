@@ -293,8 +293,7 @@ class RaffeSDG(torch.nn.Module):
     @torch.no_grad()
     def apply(self, x: Tensor, draw: RaffeSDGDraw) -> Tensor:
         """Filter, normalise, mix and z-score ``x`` with a given draw (see the module doc)."""
-        _check_input(x, "RaffeSDG")
-        b, c, h, w = x.shape
+        b, c, h, w = _check_input(x, "RaffeSDG")
         if b == 0:
             return x.clone()
         if draw.d0_px.shape != (2, b, c) or draw.mask.shape != (b, 1, h, w):

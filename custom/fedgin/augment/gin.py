@@ -45,14 +45,17 @@ class GINNetwork:
     alpha: Tensor
 
 
-def _check_input(x: Tensor, name: str) -> None:
-    """ValueError unless ``x`` is a floating-point (B, C, H, W) tensor; ``name`` is the augmentation's name."""
+def _check_input(x: Tensor, name: str) -> tuple[int, int, int, int]:
+    """``x``'s shape (B, C, H, W); ValueError unless ``x`` is a floating-point 4-D tensor (``name``: the
+    augmentation's, for the message)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{name} expects a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} expects a floating-point tensor, got dtype {x.dtype}")
+    b, c, h, w = x.shape
+    return b, c, h, w
 
 
 def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
@@ -212,8 +215,7 @@ class GIN(torch.nn.Module):
     @torch.no_grad()
     def apply_network(self, x: Tensor, net: GINNetwork) -> Tensor:
         """Apply a drawn network: ``(B, C, H, W) -> (B, C, H, W)``, blend and renormalise (see module doc)."""
-        _check_input(x, "GIN")
-        b, c, h_, w_ = x.shape
+        b, c, h_, w_ = _check_input(x, "GIN")
         if b == 0:
             return x.clone()
         n = b if self.per_sample else 1

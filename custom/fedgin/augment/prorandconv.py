@@ -254,8 +254,7 @@ class ProRandConv(torch.nn.Module):
     @torch.no_grad()
     def apply(self, x: Tensor, params: ProRandConvParams) -> Tensor:
         """Apply the drawn block ``params.repeats`` times (or return a copy of ``x`` if not ``params.applied``)."""
-        _check_input(x, "ProRandConv")
-        b, c, h, w = x.shape
+        b, c, h, w = _check_input(x, "ProRandConv")
         k = self.kernel_size
         if params.weight.shape != (c, c, k, k) or params.offsets.shape != (b, 2 * k * k, h, w):
             raise ValueError(

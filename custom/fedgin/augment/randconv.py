@@ -164,8 +164,7 @@ class RCUNetAug(torch.nn.Module):
     @torch.no_grad()
     def apply(self, x: Tensor, params: RCParams) -> Tensor:
         """Apply drawn kernels to the selected images (see the module docstring); others are copied unchanged."""
-        _check_input(x, "RCUNetAug")
-        b, c, h, w = x.shape
+        b, c, h, w = _check_input(x, "RCUNetAug")
         if params.selected.shape != (b,) or params.weights[0].shape[0] != b * c:
             raise ValueError(f"params do not match an input of shape {tuple(x.shape)}; draw them with sample(B, C)")
         out = x.clone()

@@ -7,15 +7,16 @@ import argparse
 
 def add_demo_arguments(s: argparse.ArgumentParser) -> None:
     from fedgin.engine.methods import METHODS
+    from fedgin.experiments.demo import DEMO_ORGANS
     from fedgin.common.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, positive_float,
-                                positive_int)
+                                       positive_int)
 
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
     s.add_argument("--method", default="gin", choices=sorted(METHODS), help="gin = FedGIN, none = plain FedAvg")
     s.add_argument("--rounds", type=positive_int, default=25, help="federated rounds (default 25; paper 100)")
     s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
                    default=16, help="phantom cases per site (default 16)")
-    s.add_argument("--organs", default="liver,spleen,kidney_left,kidney_right", help="comma-separated classes")
+    s.add_argument("--organs", default=",".join(DEMO_ORGANS), help="comma-separated classes")
     s.add_argument("--spacing", type=positive_float, default=4.0, help="in-plane mm (default 4.0; paper 1.5)")
     s.add_argument("--size", type=bounded_int(1, MAX_SIZE_PX, " pixels"), default=96,
                    help="in-plane pixels (default 96; paper 256)")

@@ -9,15 +9,21 @@ import sys
 from pathlib import Path
 
 from fedgin.common.options import (MAX_SIZE_PX, OptionError, bounded_int, check_dataclass_values, fraction, int_list,
-                            name_list, nonnegative_int, positive_float, positive_int, seed_list, set_item,
-                            set_values)
+                                   name_list, nonnegative_int, positive_float, positive_int, seed_list, set_item,
+                                   set_values)
 
-DEMO_ORGANS = "liver,spleen,kidney_left,kidney_right"
 TEST_INPUT_CHOICES = ["raw", "reference", "freesdg-hfc", "raffesdg-butterworth"]
 NONFINITE_HELP = ("what to do with NaN/Inf voxels in a scan: error (default: refuse, naming the file, the count and "
                   "where) or repair (NaN/-Inf -> the volume's minimum, +Inf -> its maximum, with a warning)")
 TEST_INPUT_HELP = ("network input at test time: raw slice (default), 'reference' = the method's reference pipeline "
                    "filter (fmaug: freesdg-hfc, raffesdg: raffesdg-butterworth, others raw), or a filter by name")
+
+
+def add_nonfinite_option(s: argparse.ArgumentParser) -> None:
+    """``--nonfinite error|repair`` (``fedgin.data.finite``), the same for every command that reads scans."""
+    from fedgin.data.finite import NONFINITE_POLICIES
+
+    s.add_argument("--nonfinite", choices=NONFINITE_POLICIES, default="error", help=NONFINITE_HELP)
 
 
 def method_names() -> list[str]:
@@ -129,18 +135,16 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
-    from fedgin.engine.methods import METHODS, model_domains
+    from fedgin.engine.methods import METHODS
 
     source = f"--config {a.config}" if a.config else "options"
     if values.get("method", "gin") not in METHODS:
         raise OptionError(f"{source}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
-    domains = model_domains(values.get("method", "gin"))
-    if domains:
-        values.setdefault("model", {}).setdefault("domains", domains)
+    method = METHODS[values.get("method", "gin")]
+    if method.domains:
+        values.setdefault("model", {}).setdefault("domains", method.domains)
     if a.test_input is not None:
-        from fedgin.engine.methods import eval_input_for
-
-        values.setdefault("model", {})["test_input"] = eval_input_for(values.get("method", "gin"), a.test_input)
+        values.setdefault("model", {})["test_input"] = method.test_input(a.test_input)
     return TrainConfig.from_dict(values, source=source)
 
 
@@ -181,9 +185,24 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from fedgin.inference.predict import predict_command
+    from fedgin.inference.predict import run_predictions
 
-    return predict_command(a)
+    report = run_predictions(a.model, a.input, a.output, modality=a.modality, device=a.device, overlay=a.overlay,
+                             nonfinite=a.nonfinite, allow_output_in_input=a.allow_output_in_input)
+    for s in report["skipped"]:
+        print(f"fedgin predict: note: skipped {s['input']}: {s['reason']}", file=sys.stderr)
+    for r in report["predictions"]:
+        found = ", ".join(f"{c} {n}" for c, n in r["voxels"].items())
+        print(f"{r['output']}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else "")
+              + (f"; repaired {r['repaired']}" if r.get("repaired") else ""))
+    for r in report["failed"]:
+        print(f"fedgin predict: error: {r['error']}", file=sys.stderr)
+    counts = [(len(report["failed"]), "failed"), (len(report["skipped"]), "skipped"),
+              (sum(1 for r in report["predictions"] if r.get("repaired")), "repaired")]
+    extra = "".join(f", {n} {what}" for n, what in counts if n)
+    print(f"{len(report['predictions'])} label map(s) in {a.output}{extra} "
+          f"(summary: {Path(a.output) / 'predictions.json'})")
+    return 1 if report["failed"] else 0
 
 
 def _cmd_preview(a: argparse.Namespace) -> int:
@@ -317,9 +336,12 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
+    from fedgin.common.options import name_list
     from fedgin.experiments.demo import run_demo
 
-    run_demo(a)
+    run_demo(a.workdir, method=a.method, rounds=a.rounds, cases=a.cases, organs=name_list(a.organs, "--organs"),
+             spacing=a.spacing, size=a.size, channels=a.channels, local_epochs=a.local_epochs, seed=a.seed,
+             amp=a.precision == "auto", threads=a.threads)
     return 0
 
 
@@ -370,10 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "<id>_label.nii.gz, auto (default) = folders when images/ exists")
     s.add_argument("--unlisted", choices=["error", "background"],
                    help="generic: a label value missing from --label-map is an error (default) or background")
-    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
     s.add_argument("--skip-bad-cases", action="store_true",
                    help="a case that cannot be prepared (missing or unreadable file, bad mask, ...) is named in a "
                         "warning and recorded under 'skipped' in datalist.json instead of stopping the run")
+    add_nonfinite_option(s)
     s.set_defaults(func=_cmd_prepare)
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
@@ -414,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modality", choices=["ct", "mri"], help="needed only by DSBN models")
     s.add_argument("--device", default="auto")
     s.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (a few slices)")
-    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
+    add_nonfinite_option(s)
     s.add_argument("--allow-output-in-input", action="store_true",
                    help="allow --output to be the input folder (inputs are never overwritten, and earlier "
                         "fedgin outputs found there are not segmented again)")
@@ -430,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spacing", type=positive_float, default=1.5)
     s.add_argument("--size", type=size_px, default=256)
     s.add_argument("--seed", type=nonnegative_int, default=0)
-    s.add_argument("--nonfinite", choices=["error", "repair"], default="error", help=NONFINITE_HELP)
+    add_nonfinite_option(s)
     s.set_defaults(func=_cmd_preview)
 
     s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
@@ -463,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128], help="U-Net channels, e.g. 16,32,64,128")
     s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
                    default=16, help="phantom cases per site")
-    s.add_argument("--organs", default=DEMO_ORGANS, help="phantom task classes")
+    from fedgin.experiments.demo import DEMO_ORGANS
+
+    s.add_argument("--organs", default=",".join(DEMO_ORGANS), help="phantom task classes")
     s.add_argument("--spacing", type=positive_float, default=6.0,
                    help="phantom in-plane mm (default 6: with --size 64 the 30 cells x 3 seeds take ~2 h 20 min on "
                         "2 CPU cores)")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from fedgin.common.options import (MAX_SIZE_PX, bounded_int, int_list, name_list, nonnegative_int, port, positive_float,
-                            positive_int, set_item)
+                                   positive_int, set_item)
 
 __all__ = ["add_poc_parser"]
 

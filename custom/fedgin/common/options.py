@@ -42,60 +42,37 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (counts of steps, rounds, cases, slices per batch)."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], rule: str, name: str,
+             doc: str) -> Callable[[str], Any]:
+    """An argparse type: ``parse(text)``, refused unless ``ok(value)`` with ``"<rule>, got <value>"``."""
+
+    def check(text: str) -> Any:
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {value:g}" if isinstance(value, float) else
+                                             f"{rule}, got {value}")
+        return value
+
+    check.__name__ = check.__qualname__ = name  # argparse names the type in some messages
+    check.__doc__ = doc
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
+positive_int = _checked(_int, lambda v: v >= 1, "must be a positive integer (>= 1)", "positive_int",
+                        "An integer >= 1 (counts of steps, rounds, cases, slices per batch).")
+nonnegative_int = _checked(_int, lambda v: v >= 0, "must be an integer >= 0", "nonnegative_int", "An integer >= 0.")
+positive_float = _checked(_float, lambda v: v > 0, "must be a positive number", "positive_float", "A number > 0.")
+nonnegative_float = _checked(_float, lambda v: v >= 0, "must be a number >= 0", "nonnegative_float",
+                             "A number >= 0.")
+fraction = _checked(_float, lambda v: 0 <= v < 1, "must be a fraction in [0, 1)", "fraction",
+                    "A number in ``[0, 1)``.")
+port = _checked(_int, lambda v: 1 <= v <= 65535, "must be a TCP port (1-65535)", "port", "A TCP port, 1-65535.")
 
 
 def bounded_int(low: int, high: int, what: str = "") -> Callable[[str], int]:
     """An integer in ``[low, high]``; ``what`` explains the upper bound in the message."""
-
-    def parse(text: str) -> int:
-        value = _int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}{what}, got {value}")
-        return value
-
-    return parse
-
-
-def positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value:g}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value:g}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in ``[0, 1)``."""
-    value = _float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {value:g}")
-    return value
-
-
-def port(text: str) -> int:
-    value = _int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
-    return value
+    return _checked(_int, lambda v: low <= v <= high, f"must be between {low} and {high}{what}", "bounded_int",
+                    f"An integer in [{low}, {high}].")
 
 
 def int_list(text: str) -> list[int]:

@@ -40,7 +40,6 @@ Split (option ``split``), decided because AMOS plays the role of FedGIN's *unsee
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -48,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, reject_unknown_values
-from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing
+from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, read_json_file, reject_unknown_values
+from fedgin.data.source import SourceCase, broken_link, finish_listing, start_listing
 
 __all__ = [
     "AMOS_VALUES",
@@ -98,12 +97,7 @@ def read_dataset_labels(root: Path) -> dict[int, str]:
             map above whose name is not the AMOS one.
     """
     path = root / "dataset.json"
-    if not path.is_file():
-        raise LayoutError(broken_link(path) or f"{path}: AMOS dataset.json not found (give the amos22 folder as input)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LayoutError(f"{path}: cannot read dataset.json ({e})") from e
+    meta = read_json_file(path, "dataset.json", "AMOS dataset.json not found (give the amos22 folder as input)")
     raw = meta.get("labels") if isinstance(meta, dict) else None
     if not isinstance(raw, dict) or not raw:
         raise LayoutError(f"{path}: no 'labels' object (expected {{\"0\": \"background\", \"1\": \"spleen\", ...}})")
@@ -154,17 +148,10 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         LayoutError: unknown modality or split option, a missing/bad ``dataset.json``, no labelled part, one id in
             both ``Tr`` and ``Va``, or (``strict``) a case with a listing problem.
     """
-    root = Path(root)
-    options = dict(options or {})
-    split_rule = options.pop("split", "test")
-    if options:
-        raise LayoutError(f"the amos layout has no option(s) {', '.join(sorted(options))} (its option: split)")
+    root, options = start_listing("amos", root, modality, options, declared=["split"])
+    split_rule = options.get("split", "test")
     if split_rule not in SPLIT_OPTIONS:
         raise LayoutError(f"amos: unknown split option {split_rule!r}; expected one of {', '.join(SPLIT_OPTIONS)}")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
     labels = read_dataset_labels(root)
     known = frozenset(labels)
     if not any((root / images).is_dir() for images, _, _ in PARTS):

@@ -59,9 +59,9 @@ import numpy as np
 
 from fedgin.data.dicom import dicom_files, read_dicom_series
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import class_values, format_values, is_hidden, merge_label_values
-from fedgin.data.nifti import reorient_to_ras
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing
+from fedgin.data.labelmaps import class_values, format_values, is_hidden, loaded_case, merge_label_values
+from fedgin.data.nifti import RasVolume, reorient_to_ras
+from fedgin.data.source import LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, start_listing
 
 __all__ = [
     "SEQUENCES",
@@ -191,20 +191,13 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         LayoutError: unknown option or sequence (or a sequence given for CT), unknown modality, no ``CT``/``MR``
             folder, or (``strict``) a case with a listing problem.
     """
-    root = Path(root)
-    options = dict(options or {})
-    sequence = options.pop("sequence", None)
-    if options:
-        raise LayoutError(f"the chaos layout has no option(s) {', '.join(sorted(options))} (its option: sequence)")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    root, options = start_listing("chaos", root, modality, options, declared=["sequence"])
+    sequence = options.get("sequence")
     if sequence is not None and modality == "ct":
         raise LayoutError(f"chaos: the sequence option ({sequence!r}) applies to MR only")
     sequence = sequence or DEFAULT_SEQUENCE
     if sequence not in SEQUENCES:
         raise LayoutError(f"chaos: unknown MR sequence {sequence!r}; expected one of {', '.join(SEQUENCES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
     base = _base(root)
     kind = "ct" if modality == "ct" else "mr"
     mod_dir = base / kind.upper()
@@ -277,22 +270,11 @@ def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
     image, affine = reorient_to_ras(series.data, series.affine)
     label, label_affine = reorient_to_ras(label, series.affine)
     assert np.array_equal(affine, label_affine)
-    return LoadedCase(
-        case_id=case.case_id,
-        image=image,
-        label=label,
-        affine=affine,
-        source_image=case.image_path,
-        source_shape=tuple(int(s) for s in series.data.shape),  # type: ignore[arg-type]
-        source_affine=series.affine,
-    )
+    shape = tuple(int(n) for n in series.data.shape)
+    volume = RasVolume(data=image, affine=affine, source_shape=shape,  # type: ignore[arg-type]
+                       source_affine=series.affine, path=case.image_path)
+    return loaded_case(case, volume, label)
 
 
-ADAPTER = LayoutAdapter(
-    name="chaos",
-    description="CHAOS: Train_Sets/{CT,MR}/<pid>/.../DICOM_anon/*.dcm + Ground/*.png",
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
-    options={"sequence": "MR only: t2spir (default) | t1dual-in | t1dual-out"},
-)
+ADAPTER = LayoutAdapter("chaos", "CHAOS: Train_Sets/{CT,MR}/<pid>/.../DICOM_anon/*.dcm + Ground/*.png", list_cases,
+                        load_case, check_case, {"sequence": "MR only: t2spir (default) | t1dual-in | t1dual-out"})

@@ -29,15 +29,15 @@ draws its seeded split by case. Label files must lie on the image's grid (shape 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import NIFTI_SUFFIXES, format_values, is_hidden, labelled_nifti_adapter, nifti_stem
-from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing
+from fedgin.data.labelmaps import (NIFTI_SUFFIXES, format_values, is_hidden, labelled_nifti_adapter, nifti_stem,
+                                   read_json_file)
+from fedgin.data.source import SourceCase, finish_listing, start_listing
 
 __all__ = ["PAIRINGS", "UNLISTED", "read_label_map", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -59,12 +59,7 @@ def read_label_map(spec: Mapping[str, Any] | str | Path) -> dict[str, frozenset[
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         where = str(path)
-        if not path.is_file():
-            raise LayoutError(broken_link(path) or f"{path}: label map file not found")
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LayoutError(f"{path}: cannot read the label map JSON ({e})") from e
+        spec = read_json_file(path, "the label map JSON", "label map file not found")
     if not isinstance(spec, Mapping) or not spec:
         raise LayoutError(f"{where}: expected a non-empty object {{\"class\": [values], ...}}, got {spec!r}")
     out: dict[str, frozenset[int]] = {}
@@ -149,13 +144,7 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
     Raises:
         LayoutError: a missing or bad option, unknown modality, missing folder, or (``strict``) an unpaired file.
     """
-    root = Path(root)
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise LayoutError(
-            f"the generic layout has no option(s) {', '.join(unknown)} (its options: {', '.join(_OPTIONS)})"
-        )
+    root, options = start_listing("generic", root, modality, options, declared=_OPTIONS)
     if options.get("label_map") is None:
         raise LayoutError("the generic layout needs a label map ({\"class\": [values]}, e.g. --label-map map.json)")
     pairing = options.get("pairing") or "auto"
@@ -164,10 +153,6 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         raise LayoutError(f"generic: unknown pairing {pairing!r}; expected one of {', '.join(PAIRINGS)}")
     if unlisted not in UNLISTED:
         raise LayoutError(f"generic: unknown 'unlisted' policy {unlisted!r}; expected one of {', '.join(UNLISTED)}")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
     label_map = read_label_map(options["label_map"])
     source = str(options["label_map"]) if isinstance(options["label_map"], (str, Path)) else "label map"
     extra = {"label_map": label_map, "unlisted": unlisted, "source": source}

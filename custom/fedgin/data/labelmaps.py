@@ -15,14 +15,16 @@ and a check of the values present in each file; this module does the rest the sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedgin.data.errors import LayoutError
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
-from fedgin.data.source import LayoutAdapter, LoadedCase, SourceCase
+from fedgin.data.source import LayoutAdapter, LoadedCase, SourceCase, broken_link
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -39,6 +41,7 @@ __all__ = [
     "load_labelled_nifti",
     "loaded_case",
     "reject_unknown_values",
+    "read_json_file",
     "labelled_nifti_adapter",
 ]
 
@@ -60,6 +63,21 @@ def nifti_stem(name: str) -> str | None:
 def is_hidden(name: str) -> bool:
     """Hidden files and macOS resource forks (``._la_029.nii.gz`` in the MSD tarballs): never data."""
     return name.startswith(".")
+
+
+def read_json_file(path: Path, what: str, missing: str) -> Any:
+    """The JSON value in ``path`` (a ``dataset.json``, a label map; UTF-8, a BOM allowed).
+
+    Raises:
+        LayoutError: a dangling link (naming its target), no file (``"<path>: <missing>"``), or a file that cannot
+            be read or parsed (``"<path>: cannot read <what> (<reason>)"``).
+    """
+    if not path.is_file():
+        raise LayoutError(broken_link(path) or f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LayoutError(f"{path}: cannot read {what} ({e})") from e
 
 
 def format_values(values: Iterable[float], limit: int = 12) -> str:

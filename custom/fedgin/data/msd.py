@@ -38,7 +38,6 @@ Split: MSD defines none for the labelled cases, so ``prepare_site`` draws its se
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -47,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, reject_unknown_values
-from fedgin.data.source import MODALITIES, SourceCase, broken_link, finish_listing, present
+from fedgin.data.labelmaps import is_hidden, labelled_nifti_adapter, nifti_stem, read_json_file, reject_unknown_values
+from fedgin.data.source import SourceCase, broken_link, finish_listing, present, start_listing
 
 __all__ = ["MsdTask", "TASKS", "detect_task", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -101,10 +100,7 @@ def _read_json(root: Path) -> dict[str, Any]:
             if tasks:
                 hint = f"; this folder holds task folders ({', '.join(tasks)}): give one of them as input"
         raise LayoutError(f"{path}: MSD dataset.json not found{hint}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LayoutError(f"{path}: cannot read dataset.json ({e})") from e
+    meta = read_json_file(path, "dataset.json", "MSD dataset.json not found")
     if not isinstance(meta, dict):
         raise LayoutError(f"{path}: expected a JSON object")
     return meta
@@ -220,13 +216,7 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         LayoutError: options given (the layout has none), unknown modality, bad ``dataset.json`` or task, one case
             id twice, or (``strict``) a case with a listing problem.
     """
-    root = Path(root)
-    if options:
-        raise LayoutError(f"the msd layout has no options, got {', '.join(sorted(options))}")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
+    root, _ = start_listing("msd", root, modality, options)
     meta = _read_json(root)
     task, task_modality = detect_task(root, meta)
     if task_modality != modality:

@@ -32,7 +32,8 @@ import numpy as np
 
 from fedgin.data.errors import LayoutError
 
-__all__ = ["SourceCase", "LoadedCase", "LayoutAdapter", "MODALITIES", "broken_link", "present", "finish_listing"]
+__all__ = ["SourceCase", "LoadedCase", "LayoutAdapter", "MODALITIES", "broken_link", "present", "start_listing",
+           "finish_listing"]
 
 MODALITIES = ("ct", "mri")
 
@@ -69,6 +70,32 @@ def broken_link(path: str | Path) -> str | None:
 def present(path: str | Path) -> bool:
     """The name exists in its folder: a file, a folder, or a symbolic link (dangling or not)."""
     return os.path.lexists(path)
+
+
+def start_listing(layout: str, root: str | Path, modality: str, options: Mapping[str, Any] | None,
+                  declared: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """The checks every ``list_cases`` starts with, so that each layout says the same thing the same way.
+
+    Returns:
+        (``root`` as a ``Path``, a copy of ``options``: only names in ``declared``).
+
+    Raises:
+        LayoutError: an option the layout does not declare, a modality other than ``ct`` / ``mri``, or ``root``
+            not a folder.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(declared))
+    if unknown and not declared:
+        raise LayoutError(f"the {layout} layout has no options, got {', '.join(unknown)}")
+    if unknown:
+        raise LayoutError(f"the {layout} layout has no option(s) {', '.join(unknown)} (its options: "
+                          f"{', '.join(declared)})")
+    if modality not in MODALITIES:
+        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError(f"{root}: input folder not found")
+    return root, options
 
 
 def finish_listing(cases: Iterable[SourceCase], strict: bool) -> list[SourceCase]:

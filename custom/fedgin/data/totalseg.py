@@ -42,7 +42,7 @@ import numpy as np
 from fedgin.data.errors import LayoutError
 from fedgin.data.labelmaps import AFFINE_TOLERANCE_MM, check_label_grid, loaded_case
 from fedgin.data.nifti import RasVolume, open_nifti, ras_geometry, read_nifti_ras
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, present
+from fedgin.data.source import LayoutAdapter, LoadedCase, SourceCase, broken_link, finish_listing, start_listing, present
 
 __all__ = [
     "IMAGE_NAMES",
@@ -139,13 +139,7 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         LayoutError: ``root`` is not a folder, an unknown modality, ``meta.csv`` problems (see
             :func:`read_meta_splits`), an image there twice, or (``strict``) a case with a listing problem.
     """
-    root = Path(root)
-    if options:
-        raise LayoutError(f"the totalseg layout has no options, got {', '.join(sorted(options))}")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
+    root, _ = start_listing("totalseg", root, modality, options)
     splits = read_meta_splits(root)
     meta = root / "meta.csv"
     stem = IMAGE_NAMES[modality]
@@ -313,10 +307,5 @@ def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
     return loaded_case(case, image, merge_organ_masks(case, organs, image))
 
 
-ADAPTER = LayoutAdapter(
-    name="totalseg",
-    description="TotalSegmentator layout: <case>/{ct,mri}.nii.gz + <case>/segmentations/<organ>.nii.gz + meta.csv",
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
-)
+ADAPTER = LayoutAdapter("totalseg", "TotalSegmentator layout: <case>/{ct,mri}.nii.gz + <case>/segmentations/"
+                        "<organ>.nii.gz + meta.csv", list_cases, load_case, check_case)

@@ -38,16 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from fedgin.data.errors import LayoutError
-from fedgin.data.labelmaps import (
-    check_pair_headers,
-    class_values,
-    format_values,
-    is_hidden,
-    load_labelled_nifti,
-    nifti_stem,
-)
+from fedgin.data.labelmaps import format_values, is_hidden, labelled_nifti_adapter, nifti_stem
 from fedgin.data.labels import HEART_CLASS_IDS, HEART_LABEL_NAMES, HEART_RAW_VALUES, heart_values
-from fedgin.data.source import MODALITIES, LayoutAdapter, LoadedCase, SourceCase, finish_listing
+from fedgin.data.source import SourceCase, finish_listing, start_listing
 
 __all__ = ["RAW_VALUES", "REMAPPED_VALUES", "detect_scheme", "list_cases", "check_case", "load_case", "ADAPTER"]
 
@@ -107,13 +100,7 @@ def list_cases(root: str | Path, modality: str, options: Mapping[str, Any] | Non
         LayoutError: options given (the layout has none), unknown modality, missing folder, a case id found twice,
             or (``strict``) a label file without its image.
     """
-    root = Path(root)
-    if options:
-        raise LayoutError(f"the whs layout has no options, got {', '.join(sorted(options))}")
-    if modality not in MODALITIES:
-        raise LayoutError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    if not root.is_dir():
-        raise LayoutError(f"{root}: input folder not found")
+    root, _ = start_listing("whs", root, modality, options)
     found: dict[str, dict[str, Path]] = {}
     for p in _files(root):
         stem = nifti_stem(p.name)
@@ -148,22 +135,9 @@ def _table_for(case: SourceCase, present: tuple[int, ...]) -> Mapping[str, froze
     return heart_values(raw=scheme == "raw")
 
 
-def check_case(case: SourceCase, organs: Sequence[str]) -> None:
-    """Requested classes are heart classes, and the label lies on the image's grid (headers only)."""
-    class_values(organs, heart_values(raw=True), source="whole heart (MM-WHS/CARE)")
-    check_pair_headers(case)
-
-
-def load_case(case: SourceCase, organs: Sequence[str]) -> LoadedCase:
-    """Decode a WHS case: float32 image and label ids 1..K (``organs`` order), RAS voxel order."""
-    return load_labelled_nifti(case, organs, _table_for)
-
-
-ADAPTER = LayoutAdapter(
-    name="whs",
-    description=(f"MM-WHS/CARE whole heart: <ct|mr>_*_image.nii.gz + _label.nii.gz; "
-                 f"classes {', '.join(HEART_LABEL_NAMES)}"),
-    list_cases=list_cases,
-    load_case=load_case,
-    check_case=check_case,
-)
+ADAPTER = labelled_nifti_adapter(
+    "whs", f"MM-WHS/CARE whole heart: <ct|mr>_*_image.nii.gz + _label.nii.gz; classes {', '.join(HEART_LABEL_NAMES)}",
+    list_cases, _table_for, classes=lambda case: heart_values(raw=True),
+    source=lambda case: "whole heart (MM-WHS/CARE)")
+check_case = ADAPTER.check_case  # requested classes are heart classes, label on the image's grid (headers only)
+load_case = ADAPTER.load_case  # float32 image, label ids 1..K (``organs`` order), RAS voxel order

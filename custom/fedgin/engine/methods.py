@@ -41,6 +41,27 @@ class Method:
     reference_test_input: str = "raw"  # the reference pipeline's eval-time filter (fedgin.augment.eval_input)
     send_all_branches: bool = False  # DSBN: also send the other modalities' (untrained) branches
 
+    @property
+    def domains(self) -> list[str]:
+        """Batch-norm domains the method's model needs: the modalities for DSBN, none otherwise."""
+        return list(DOMAINS) if self.batch_norm == "domain" else []
+
+    @property
+    def needs_federation(self) -> bool:
+        """FedBN and FedDA are defined against a global model: no local or centralized run."""
+        return self.batch_norm == "local" or self.adversarial
+
+    @property
+    def federation_only(self) -> bool:
+        """Only its federated run is a distinct experiment: ``needs_federation``, or a DSBN variant that differs
+        from ``dsbn`` only in what it sends (``send_all_branches``)."""
+        return self.needs_federation or self.send_all_branches
+
+    def test_input(self, choice: str = "raw") -> str:
+        """The model's ``test_input``: ``choice`` itself, or with ``choice="reference"`` the method's
+        ``reference_test_input`` (``"raw"`` for methods whose reference tests on the raw image)."""
+        return self.reference_test_input if choice == "reference" else choice
+
 
 METHODS: dict[str, Method] = {name: Method(name, augmentation=name) for name in AUGMENTATIONS}
 METHODS["fmaug"] = Method("fmaug", augmentation="fmaug", reference_test_input="freesdg-hfc")
@@ -61,10 +82,9 @@ def get_method(name: str) -> Method:
 
 def model_domains(name: str) -> list[str]:
     """Batch-norm domains the model of method ``name`` needs: the modalities for DSBN, none otherwise."""
-    return list(DOMAINS) if get_method(name).batch_norm == "domain" else []
+    return get_method(name).domains
 
 
 def eval_input_for(name: str, choice: str = "raw") -> str:
-    """The model's ``test_input`` for method ``name``: ``choice`` itself, or with ``choice="reference"`` the
-    method's ``reference_test_input`` (``"raw"`` for methods whose reference tests on the raw image)."""
-    return get_method(name).reference_test_input if choice == "reference" else choice
+    """The model's ``test_input`` for method ``name`` (:meth:`Method.test_input`)."""
+    return get_method(name).test_input(choice)

@@ -217,7 +217,7 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], re
     import csv
 
     from fedgin.reporting.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
-                                               versus)
+                                             versus)
     from fedgin.reporting.statistics import significance_mark
 
     with open(out / "runs.csv", "w", newline="") as f:
@@ -271,11 +271,9 @@ def _scarce_report(out: Path, cfg: AbdomenConfig, rows: list[dict[str, Any]], re
 def _curve(path: Path, curves: dict, cfg: AbdomenConfig) -> None:
     """Fig. 3: MRI test Dice against the CT cases added, federated and centralized series (from the MRI-only
     point at 0 CT cases), 95 % CI bars."""
-    import matplotlib
+    from fedgin.reporting.figures import dice_axis, pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for (series, method, organ), pts in curves.items():
         if series == "MRI only":
@@ -292,14 +290,9 @@ def _curve(path: Path, curves: dict, cfg: AbdomenConfig) -> None:
                     label=f"{series} · {method} · {organ}")
     ax.set_xlabel(f"CT cases joining {cfg.mri_cases} MRI cases")
     ax.set_ylabel("MRI test Dice (mean, 95 % CI over seeds × cases)")
-    ax.set_ylim(0, 1)
     ax.set_xticks(cfg.ct_counts)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("MRI-scarce: federated and centralized (Fig. 3 style)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    dice_axis(ax, "MRI-scarce: federated and centralized (Fig. 3 style)", legend_fontsize=7)
+    save_png(fig, path)
 
 
 def _write_config(out: Path, cfg: AbdomenConfig, sources: dict[str, Source], seconds: float) -> None:

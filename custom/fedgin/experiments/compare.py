@@ -26,8 +26,11 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from fedgin.engine.methods import METHODS
+
 SETTINGS = ("single-ct", "single-mri", "centralized", "centralized-steps", "federated")
-FEDERATION_ONLY = {"fedbn", "fedda", "dsbn-naive"}  # dsbn-naive: centralized it is dsbn
+#: methods run in the federated setting only (``Method.federation_only``: fedbn, fedda, dsbn-naive)
+FEDERATION_ONLY = {name for name, m in METHODS.items() if m.federation_only}
 #: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA
 METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc",
                 "fedda")
@@ -40,7 +43,6 @@ REFERENCE = "gin"
 def default_methods() -> list[str]:
     """Every registered method but the ``VARIANTS``, in ``METHOD_ORDER`` first, then any other (newly added) one
     alphabetically."""
-    from fedgin.engine.methods import METHODS
 
     ordered = [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
     return [m for m in ordered if m not in VARIANTS]
@@ -331,11 +333,11 @@ def _boundary_table(path: Path, cells, stats, classes: list[str]) -> None:
 
 
 def _plot(path: Path, cells, values: list[list[float]], cols: list[tuple[str, str]], stats) -> None:
-    import matplotlib
+    from fedgin.reporting.figures import dice_axis, pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     labels = [f"{s}\n{m}" for s, m in cells]
     x = np.arange(len(labels))
@@ -347,12 +349,8 @@ def _plot(path: Path, cells, values: list[list[float]], cols: list[tuple[str, st
         ax.bar(x + off, mean, 0.4, yerr=err, capsize=2, label=name)
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("mean 3D Dice (95 % CI)")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("fedgin compare: test Dice per training setting and method")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    dice_axis(ax, "fedgin compare: test Dice per training setting and method", legend_fontsize=10)
+    save_png(fig, path)
 
 
 def merge_binary_results(per_class: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def _report(out: Path, cfg: HeartConfig, results: list[dict[str, Any]], partitio
                                "training slices"], rows, path=out / "sites.md")
     # Table V: held-out test Dice per class, mean ± sd (95 % CI) over seeds × test cases
     from fedgin.reporting.grid_stats import (boundary_note, cell_stats, format_boundary, format_stats, stats_note,
-                                               versus)
+                                             versus)
     from fedgin.reporting.statistics import significance_mark
 
     variants: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (group, row label) -> one result per seed
@@ -199,11 +199,9 @@ def _heldout_plot(path: Path, results: list[dict[str, Any]]) -> None:
     curves = [(r["label"], r["heldout_validation"]) for r in results if r.get("heldout_validation")]
     if not curves:
         return
-    import matplotlib
+    from fedgin.reporting.figures import dice_axis, pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, rounds in curves:
         xs = [e["round"] + 1 for e in rounds]
@@ -212,10 +210,5 @@ def _heldout_plot(path: Path, results: list[dict[str, Any]]) -> None:
         ax.scatter([best["round"] + 1], [best["mean_dice"]], marker="*", s=120, zorder=3)
     ax.set_xlabel("round")
     ax.set_ylabel("held-out validation Dice (server)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Model selection on the held-out site (★ = selected)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    dice_axis(ax, "Model selection on the held-out site (★ = selected)")
+    save_png(fig, path)

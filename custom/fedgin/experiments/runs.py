@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedgin.engine.methods import Method, get_method
+
 __all__ = ["SETTINGS", "train_run", "evaluate_run", "cached_run"]
 
 SETTINGS = ("local", "centralized", "federated")
 
 
-def _model_values(method: str, channels: list[int], test_input: str) -> dict[str, Any]:
-    from fedgin.engine.methods import eval_input_for, model_domains
-
-    return {"channels": list(channels), "strides": [2] * (len(channels) - 1), "domains": model_domains(method),
-            "test_input": eval_input_for(method, test_input)}
+def _model_values(method: Method, channels: list[int], test_input: str) -> dict[str, Any]:
+    return {"channels": list(channels), "strides": [2] * (len(channels) - 1), "domains": method.domains,
+            "test_input": method.test_input(test_input)}
 
 
 def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, rounds: int, channels: list[int],
@@ -50,16 +50,15 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
             (the step-matched control of ``fedgin compare``).
     """
     from fedgin.engine import TrainConfig
-    from fedgin.engine.methods import get_method
 
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; known: {SETTINGS}")
-    method_obj = get_method(method)
+    method_obj = get_method(method)  # resolved once, here: everything below reads this object
     train = dict(train or {})
     clash = sorted({"method", "seed"} & set(train))
     if clash:
         raise ValueError(f"train values {clash}: give them as the run's own arguments")
-    model = {**_model_values(method, channels, test_input), **dict(train.pop("model", None) or {})}
+    model = {**_model_values(method_obj, channels, test_input), **dict(train.pop("model", None) or {})}
     cfg = TrainConfig.from_dict({**train, "method": method, "seed": seed, "model": model}, source="train values")
     t0 = time.perf_counter()
     if setting == "federated":
@@ -68,8 +67,8 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
         from fedgin.flare.job import train_job_values
 
         extra = {**train_job_values({**train, "model": model}), **(job_values or {})}
-        return _federated(method, sites, out, rounds, seed, heldout, extra, t0)
-    if method_obj.batch_norm == "local" or method_obj.adversarial:
+        return _federated(method_obj, sites, out, rounds, seed, heldout, extra, t0)
+    if method_obj.needs_federation:
         raise ValueError(f"method {method!r} needs a federation (setting 'federated')")
     if setting == "local" and len(sites) != 1:
         raise ValueError(f"local training takes one site, got {sorted(sites)}")
@@ -80,10 +79,9 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
     return {"model": res["model"], "seconds": time.perf_counter() - t0}
 
 
-def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
+def _federated(method: Method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
     from fedgin.flare.job import build_job, task_from_sites
     from fedgin.flare.simulate import run_simulator
-    from fedgin.engine.methods import get_method
 
     roots = {Path(p).parents[1] for p in sites.values()}
     for site, p in sites.items():
@@ -92,7 +90,7 @@ def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str
     if len(roots) != 1:
         raise ValueError(f"the federation's sites must share one data root, got {sorted(map(str, roots))}")
     root = roots.pop()
-    values = {"method": method, "num_rounds": rounds, "seed": seed, "data_root": str(root),
+    values = {"method": method.name, "num_rounds": rounds, "seed": seed, "data_root": str(root),
               "min_clients": len(sites), **extra}
     if heldout is not None:
         values["heldout_datalist"] = str(Path(heldout).resolve())
@@ -100,7 +98,7 @@ def _federated(method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str
     job = build_job(out / "job", values, name=f"{out.name}")
     sim = run_simulator(job, out / "workspace", list(sites), echo=None)
     result: dict[str, Any] = {"seconds": time.perf_counter() - t0, "global_model": str(sim["global_model"])}
-    if get_method(method).batch_norm == "local":
+    if method.batch_norm == "local":
         result["model"] = {s: str(out / "workspace" / s / "simulate_job" / f"app_{s}" / "local_model.pt")
                            for s in sites}
     elif heldout is not None:

@@ -57,11 +57,14 @@ def parse_source(text: str) -> Source:
     return Source(name.strip(), layout.strip(), modality, Path(path).expanduser().resolve(), description=text)
 
 
-def stage(folder: Path, params: dict[str, Any], build: Callable[[Path], Any]) -> Path:
-    """Run ``build(folder)`` unless ``folder`` already holds the result for ``params`` (``.fedgin_stage.json``)."""
+def stage(folder: Path, params: dict[str, Any], build: Callable[[Path], Any], echo: bool = False) -> Path:
+    """Run ``build(folder)`` unless ``folder`` already holds the result for ``params`` (``.fedgin_stage.json``);
+    ``echo``: say so when it is reused."""
     stamp = folder / ".fedgin_stage.json"
     params = json.loads(json.dumps(params, default=str))
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
+        if echo:
+            print(f"  reusing {folder}")
         return folder
     if folder.exists():
         shutil.rmtree(folder)

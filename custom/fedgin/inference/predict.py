@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -55,7 +54,7 @@ from fedgin.engine.norm import set_domain
 from fedgin.engine.trainer import logits_to_labels
 from fedgin.common.outputs import check_output_dir, describe_os_error, write_text_atomic
 
-__all__ = ["Predictor", "predict_files", "run_predictions", "plan_outputs", "predict_command", "nifti_inputs",
+__all__ = ["Predictor", "predict_files", "run_predictions", "plan_outputs", "nifti_inputs",
            "PredictionError"]
 
 _RAS = nio.axcodes2ornt(("R", "A", "S"))
@@ -399,23 +398,3 @@ def predict_files(model_file: str | Path, inputs: str | Path, output: str | Path
         raise PredictionError(f"{len(failed)} of {len(failed) + len(report['predictions'])} inputs failed "
                               f"(see {Path(output) / 'predictions.json'}): " + "; ".join(failed))
     return report["predictions"]
-
-
-def predict_command(a: Any) -> int:
-    """``fedgin predict`` (``a``: its argparse namespace): 0 when every input was segmented, 1 when some failed."""
-    report = run_predictions(a.model, a.input, a.output, modality=a.modality, device=a.device, overlay=a.overlay,
-                             nonfinite=a.nonfinite, allow_output_in_input=a.allow_output_in_input)
-    for s in report["skipped"]:
-        print(f"fedgin predict: note: skipped {s['input']}: {s['reason']}", file=sys.stderr)
-    for r in report["predictions"]:
-        found = ", ".join(f"{c} {n}" for c, n in r["voxels"].items())
-        print(f"{r['output']}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else "")
-              + (f"; repaired {r['repaired']}" if r.get("repaired") else ""))
-    for r in report["failed"]:
-        print(f"fedgin predict: error: {r['error']}", file=sys.stderr)
-    counts = [(len(report["failed"]), "failed"), (len(report["skipped"]), "skipped"),
-              (sum(1 for r in report["predictions"] if r.get("repaired")), "repaired")]
-    extra = "".join(f", {n} {what}" for n, what in counts if n)
-    print(f"{len(report['predictions'])} label map(s) in {a.output}{extra} "
-          f"(summary: {Path(a.output) / 'predictions.json'})")
-    return 1 if report["failed"] else 0

@@ -111,10 +111,8 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     P["ribs"] = dict(z_low=J.u(-15, 5), anterior_rise=J.u(55, 75), drop=J.u(80, 120), phase=J.u(0, 26),
                      period=J.u(24, 28), height=J.u(8, 11))
     spine_y = -40 + J.u(-3, 3)
-    P["spine"] = spine = dict(y=spine_y, half_width=22 * J.u(0.9, 1.1), half_depth=17 * J.u(0.9, 1.1),
-                              pedicle=J.u(4, 7), canal_r=J.u(8, 10), spinous_len=J.u(22, 30),
-                              transverse_len=J.u(30, 40), period=J.u(33, 38), disc=J.u(7, 10), phase=J.u(0, 38))
-    spine["arch_r"] = spine["canal_r"] + J.u(5, 7)
+    P["spine"] = spine = body.sample_spine(J, spine_y, 22, 17, pedicle=(4, 7), canal_r=(8, 10), spinous_len=(22, 30),
+                                           transverse_len=(30, 40), period=(33, 38), disc=(7, 10))
     P["back"] = dict(para_x=30.0, para_y=-75.0, para_a=20 * J.u(0.9, 1.1), para_b=16 * J.u(0.9, 1.1),
                      psoas_z0=J.u(-5, 15), psoas_rmax=J.u(15, 20), psoas_growth=J.u(0.22, 0.32), psoas_y=spine_y,
                      spine_half=spine["half_width"])

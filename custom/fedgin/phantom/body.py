@@ -182,6 +182,19 @@ def paint_back(cv: Canvas, P: dict) -> None:
         cv.paint(reg, (e < 1) & (qz < z0), T.MUSCLE, over=over)
 
 
+def sample_spine(J, y: float, half_width: float, half_depth: float, pedicle: tuple[float, float],
+                 canal_r: tuple[float, float], spinous_len: tuple[float, float], transverse_len: tuple[float, float],
+                 period: tuple[float, float], disc: tuple[float, float]) -> dict:
+    """The vertebral column's parameters for :func:`paint_spine` (standard-body mm): ``y`` the body centre's AP
+    position, ``half_width`` / ``half_depth`` scaled by U(0.9, 1.1), the others drawn from their ranges, the phase
+    within one period and the arch 5-7 mm outside the canal. ``J``: the anatomy's jitter (``J.u(a, b)``)."""
+    spine = dict(y=y, half_width=half_width * J.u(0.9, 1.1), half_depth=half_depth * J.u(0.9, 1.1),
+                 pedicle=J.u(*pedicle), canal_r=J.u(*canal_r), spinous_len=J.u(*spinous_len),
+                 transverse_len=J.u(*transverse_len), period=J.u(*period), disc=J.u(*disc), phase=J.u(0, period[1]))
+    spine["arch_r"] = spine["canal_r"] + J.u(5, 7)
+    return spine
+
+
 def paint_spine(cv: Canvas, P: dict) -> None:
     """Vertebral bodies (cortex + marrow) with discs, spinal canal, posterior arch, spinous and transverse
     processes. Painted last: bone overrides any soft tissue inside the body."""

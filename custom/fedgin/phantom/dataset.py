@@ -10,15 +10,17 @@ both orders.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .anatomy import Anatomy, build_labels, sample_anatomy
-from .ct import CTParams, render_ct, sample_ct_params
-from .grid import Grid, orientation_affine, plan_grid, reorient_array
-from .mri import MRParams, render_mri, sample_mr_params
+from .anatomy import build_labels, sample_anatomy
+from .cases import (GeneratedCase, apply_overrides, case_rng, grid_meta, meta_number, sample_geometry,
+                    written_orientation)
+from .ct import render_ct, sample_ct_params
+from .grid import reorient_array
+from .mri import render_mri, sample_mr_params
 from .tissues import ORGANS, organ_lut
 from .writer import GENERATOR, prepare_output, write_case_folder, write_meta
 
@@ -42,8 +44,7 @@ def _modality(modality: str) -> str:
 
 
 def _rng(seed: int, modality: str, index: int, *key: int) -> np.random.Generator:
-    ss = np.random.SeedSequence(entropy=[int(seed), MODALITIES[modality][0], int(index)], spawn_key=tuple(key))
-    return np.random.default_rng(ss)
+    return case_rng(seed, MODALITIES[modality][0], index, *key)
 
 
 def case_id(modality: str, index: int) -> str:
@@ -51,26 +52,10 @@ def case_id(modality: str, index: int) -> str:
     return f"{MODALITIES[_modality(modality)][1]}{index:04d}"
 
 
-@dataclass
-class PhantomCase:
-    """One generated case, in memory.
-
-    image: RAS voxel order (nx, ny, nz); int16 HU (CT) or uint16 arbitrary units (MRI).
-    tissues: uint8 (nx, ny, nz) tissue codes (:class:`~fedgin.phantom.tissues.Tissue`) at the slice centres.
-    affine: 4x4 RAS voxel -> RAS world (mm). orientation: voxel order used when writing ("RAS" | "LPS").
-    meta: the case's meta.csv row (without split).
-    """
-
-    case_id: str
-    modality: str
-    image: np.ndarray
-    tissues: np.ndarray
-    affine: np.ndarray
-    orientation: str
-    grid: Grid
-    params: CTParams | MRParams
-    anatomy: Anatomy = field(repr=False)
-    meta: dict[str, object] = field(default_factory=dict)
+@dataclass(kw_only=True)
+class PhantomCase(GeneratedCase):
+    """One generated abdominal case (:class:`~fedgin.phantom.cases.GeneratedCase`): ``tissues`` are
+    :class:`~fedgin.phantom.tissues.Tissue` codes, ``params`` :class:`CTParams` / :class:`MRParams`."""
 
     def organ_masks(self) -> dict[str, np.ndarray]:
         """uint8 0/1 masks (RAS voxel order) of the six organs, keyed by organ name."""
@@ -79,9 +64,8 @@ class PhantomCase:
 
     def oriented(self) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """(image, masks, affine) in the case's written voxel order."""
-        aff = orientation_affine(self.affine, self.image.shape, self.orientation)
         masks = {k: reorient_array(v, self.orientation) for k, v in self.organ_masks().items()}
-        return reorient_array(self.image, self.orientation), masks, aff
+        return reorient_array(self.image, self.orientation), masks, self.written_affine()
 
     def write(self, output: str | Path) -> Path:
         """Write ``<output>/<case_id>/`` (image + segmentations) atomically; returns the case folder."""
@@ -89,10 +73,6 @@ class PhantomCase:
         name = MODALITIES[self.modality][2]
         return write_case_folder(Path(output), self.case_id, name, image, masks, aff,
                                  f"fedgin phantom {self.meta.get('sequence', '')} {self.orientation}")
-
-
-def _fmt(x: float, nd: int = 2) -> str:
-    return f"{x:.{nd}f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
 
 
 def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "mixed",
@@ -113,25 +93,15 @@ def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "
     acq = _rng(seed, modality, index, _ACQUISITION)
     params = (sample_ct_params(acq, protocol) if modality == "ct" else
               sample_mr_params(acq, mri_sequence, protocol))
-    for k, v in (overrides or {}).items():
-        if not hasattr(params, k):
-            raise ValueError(f"unknown {type(params).__name__} field {k!r}")
-        setattr(params, k, v)
-    start = int(_rng(seed, modality, 0, _ORIENT).integers(2))
-    orientation = ("RAS", "LPS")[(index + start) % 2]
+    apply_overrides(params, overrides)
+    orientation = written_orientation(_rng(seed, modality, 0, _ORIENT), index)
     inplane, slices = (CT_INPLANE, CT_SLICES) if modality == "ct" else (MR_INPLANE, MR_SLICES)
     lut = organ_lut()
-    for attempt in range(5):
-        anat = sample_anatomy(_rng(seed, modality, index, _ANATOMY, attempt))
-        grid = plan_grid(_rng(seed, modality, index, _GRID, attempt), anat.x_range, anat.y_range, anat.z_range,
-                         inplane, slices)
-        fine = build_labels(anat, grid.patient_axes())
-        tissues = np.ascontiguousarray(fine[:, :, grid.sub // 2::grid.sub])
-        counts = np.bincount(lut[tissues].ravel(), minlength=len(ORGANS) + 1)
-        if np.all(counts[1:] > 0):
-            break
-    else:  # pragma: no cover - never observed
-        raise RuntimeError(f"phantom case {modality}/{seed}/{index}: an organ stayed empty after 5 attempts")
+    anat, grid, fine, tissues = sample_geometry(
+        lambda attempt: _rng(seed, modality, index, _ANATOMY, attempt),
+        lambda attempt: _rng(seed, modality, index, _GRID, attempt), sample_anatomy, build_labels, inplane, slices,
+        lambda t: bool(np.all(np.bincount(lut[t].ravel(), minlength=len(ORGANS) + 1)[1:] > 0)),
+        f"phantom case {modality}/{seed}/{index}")
     noise = _rng(seed, modality, index, _NOISE)
     if modality == "ct":
         image = render_ct(fine, grid.sub, params, noise)
@@ -140,22 +110,19 @@ def generate_case(modality: str, seed: int, index: int, *, mri_sequence: str = "
         image = render_mri(fine, grid.sub, params, noise, (px, py, pz[grid.sub // 2::grid.sub]))
     del fine
     cid = case_id(modality, index)
-    meta: dict[str, object] = {
-        "image_id": cid, "modality": modality, "spacing": "x".join(_fmt(s, 3) for s in grid.spacing),
-        "slice_thickness": _fmt(grid.spacing[2]), "shape": "x".join(str(n) for n in grid.shape),
-        "orientation": orientation, "body_scale": _fmt(anat.scale, 3), "seed": int(seed), "generator": GENERATOR,
-    }
+    meta = grid_meta(cid, modality, grid, anat, orientation, seed, GENERATOR)
     if modality == "ct":
-        meta.update(sequence="ct", readout="ct", phase=params.phase, noise=_fmt(params.noise_sd, 1),
+        meta.update(sequence="ct", readout="ct", phase=params.phase, noise=meta_number(params.noise_sd, 1),
                     noise_model="gaussian_sd_hu")
     else:
         meta.update(sequence=params.sequence,
                     readout="spgr" if params.sequence == "t1" else ("haste" if params.haste else "tse"),
-                    field_strength=_fmt(params.field_strength, 1),
+                    field_strength=meta_number(params.field_strength, 1),
                     phase="native" if params.gd_mm is None else "gadolinium_portal_venous",
-                    fat_suppression="yes" if params.fat_sat else "no", noise=_fmt(params.snr, 1),
-                    noise_model="rician_snr", tr_ms=_fmt(params.tr, 1) if not params.haste else "inf",
-                    te_ms=_fmt(params.te, 1), flip_deg=_fmt(params.flip, 1), bias_field=_fmt(params.bias, 3))
+                    fat_suppression="yes" if params.fat_sat else "no", noise=meta_number(params.snr, 1),
+                    noise_model="rician_snr", tr_ms=meta_number(params.tr, 1) if not params.haste else "inf",
+                    te_ms=meta_number(params.te, 1), flip_deg=meta_number(params.flip, 1),
+                    bias_field=meta_number(params.bias, 3))
     return PhantomCase(case_id=cid, modality=modality, image=image, tissues=tissues, affine=grid.affine,
                        orientation=orientation, grid=grid, params=params, anatomy=anat, meta=meta)
 

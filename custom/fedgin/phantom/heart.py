@@ -35,17 +35,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .anatomy import Anatomy
+from .cases import (GeneratedCase, apply_overrides, case_rng, grid_meta, meta_number, sample_geometry,
+                    written_orientation)
 from .dataset import _modality, assign_splits, write_cases
-from .grid import Grid, orientation_affine, plan_grid, reorient_array
+from .grid import reorient_array
 from .heart_anatomy import build_heart_labels, sample_heart_anatomy
-from .heart_render import (HeartCTParams, HeartMRParams, render_heart_ct,
-                           render_heart_mri, resolve_protocol, sample_heart_ct_params, sample_heart_mr_params)
+from .heart_render import (render_heart_ct, render_heart_mri, resolve_protocol, sample_heart_ct_params,
+                           sample_heart_mr_params)
 from .heart_tissues import HEART_CLASSES, MMWHS_LABELS, label_lut
 from .writer import TMP_PREFIX, prepare_output, save_nifti, write_meta
 
@@ -66,9 +67,7 @@ HEART_FILE_RE = re.compile(r"^(ct|mr)_train_\d{4,}_(image|label)\.nii\.gz$")
 
 
 def _rng(seed: int, modality: str, index: int, *key: int) -> np.random.Generator:
-    ss = np.random.SeedSequence(entropy=[int(seed), _MOD_CODE[modality], int(index), _HEART_STREAM],
-                                spawn_key=tuple(key))
-    return np.random.default_rng(ss)
+    return case_rng(seed, _MOD_CODE[modality], index, *key, stream=_HEART_STREAM)
 
 
 def heart_case_id(modality: str, index: int) -> str:
@@ -76,29 +75,15 @@ def heart_case_id(modality: str, index: int) -> str:
     return f"{_PREFIX[_modality(modality)]}_train_{FIRST_ID + int(index)}"
 
 
-@dataclass
-class HeartCase:
-    """One generated heart case, in memory.
+@dataclass(kw_only=True)
+class HeartCase(GeneratedCase):
+    """One generated heart case (:class:`~fedgin.phantom.cases.GeneratedCase`): ``tissues`` are
+    :class:`~fedgin.phantom.heart_tissues.HeartTissue` codes, ``params`` :class:`HeartCTParams` /
+    :class:`HeartMRParams`; ``labels``: uint16 (nx, ny, nz) raw MM-WHS values {0, 205, 420, 500, 550, 600, 820,
+    850} (RAS order); ``protocol``: the acquisition protocol."""
 
-    image: RAS voxel order (nx, ny, nz); int16 HU (CT) or uint16 arbitrary units (MRI).
-    labels: uint16 (nx, ny, nz) raw MM-WHS values {0, 205, 420, 500, 550, 600, 820, 850} (RAS order).
-    tissues: uint8 (nx, ny, nz) :class:`~fedgin.phantom.heart_tissues.HeartTissue` codes at the slice centres.
-    affine: 4x4 RAS voxel -> RAS world (mm). orientation: voxel order used when writing ("RAS" | "LPS").
-    protocol: the case's acquisition protocol. meta: the case's meta.csv row (without split).
-    """
-
-    case_id: str
-    modality: str
     protocol: str
-    image: np.ndarray
     labels: np.ndarray
-    tissues: np.ndarray
-    affine: np.ndarray
-    orientation: str
-    grid: Grid
-    params: HeartCTParams | HeartMRParams
-    anatomy: Anatomy = field(repr=False)
-    meta: dict[str, object] = field(default_factory=dict)
 
     def masks(self) -> dict[str, np.ndarray]:
         """bool masks (RAS voxel order) of the seven classes, keyed by class name in canonical order."""
@@ -106,8 +91,8 @@ class HeartCase:
 
     def oriented(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image, labels, affine) in the case's written voxel order."""
-        aff = orientation_affine(self.affine, self.image.shape, self.orientation)
-        return reorient_array(self.image, self.orientation), reorient_array(self.labels, self.orientation), aff
+        return (reorient_array(self.image, self.orientation), reorient_array(self.labels, self.orientation),
+                self.written_affine())
 
     def write(self, output: str | Path) -> tuple[Path, Path]:
         """Write ``<case_id>_image.nii.gz`` and ``<case_id>_label.nii.gz`` into ``output`` (each via a temporary
@@ -123,10 +108,6 @@ class HeartCase:
             os.replace(tmp, final)
             paths.append(final)
         return paths[0], paths[1]
-
-
-def _fmt(x: float, nd: int = 2) -> str:
-    return f"{x:.{nd}f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
 
 
 def generate_heart_case(modality: str, seed: int, index: int, *, protocol: str | None = None,
@@ -151,25 +132,16 @@ def generate_heart_case(modality: str, seed: int, index: int, *, protocol: str |
     proto = resolve_protocol(modality, protocol, _rng(seed, modality, index, _PROTOCOL))
     acq = _rng(seed, modality, index, _ACQUISITION)
     params = sample_heart_ct_params(acq, proto.name) if modality == "ct" else sample_heart_mr_params(acq, proto.name)
-    for k, v in (overrides or {}).items():
-        if not hasattr(params, k):
-            raise ValueError(f"unknown {type(params).__name__} field {k!r}")
-        setattr(params, k, v)
-    start = int(_rng(seed, modality, 0, _ORIENT).integers(2))
-    orientation = ("RAS", "LPS")[(int(index) + start) % 2]
+    apply_overrides(params, overrides)
+    orientation = written_orientation(_rng(seed, modality, 0, _ORIENT), index)
     lut = label_lut()
     wanted = np.array([MMWHS_LABELS[c] for c in HEART_CLASSES])
-    for attempt in range(5):
-        anat = sample_heart_anatomy(_rng(seed, modality, index, _ANATOMY, attempt))
-        grid = plan_grid(_rng(seed, modality, index, _GRID, attempt), anat.x_range, anat.y_range, anat.z_range,
-                         proto.inplane, proto.slices)
-        fine = build_heart_labels(anat, grid.patient_axes())
-        tissues = np.ascontiguousarray(fine[:, :, grid.sub // 2::grid.sub])
-        labels = lut[tissues]
-        if np.isin(wanted, labels).all():
-            break
-    else:  # pragma: no cover - never observed
-        raise RuntimeError(f"heart phantom case {modality}/{seed}/{index}: a class stayed empty after 5 attempts")
+    anat, grid, fine, tissues = sample_geometry(
+        lambda attempt: _rng(seed, modality, index, _ANATOMY, attempt),
+        lambda attempt: _rng(seed, modality, index, _GRID, attempt), sample_heart_anatomy, build_heart_labels,
+        proto.inplane, proto.slices, lambda t: bool(np.isin(wanted, lut[t]).all()),
+        f"heart phantom case {modality}/{seed}/{index}")
+    labels = lut[tissues]
     noise = _rng(seed, modality, index, _NOISE)
     px, py, pz = grid.patient_axes()
     if modality == "ct":
@@ -178,22 +150,17 @@ def generate_heart_case(modality: str, seed: int, index: int, *, protocol: str |
         image = render_heart_mri(fine, grid.sub, params, noise, (px, py, pz[grid.sub // 2::grid.sub]))
     del fine
     cid = heart_case_id(modality, index)
-    meta: dict[str, object] = {
-        "image_id": cid, "modality": modality, "protocol": proto.name,
-        "spacing": "x".join(_fmt(s, 3) for s in grid.spacing), "slice_thickness": _fmt(grid.spacing[2]),
-        "shape": "x".join(str(n) for n in grid.shape), "orientation": orientation, "body_scale": _fmt(anat.scale, 3),
-        "seed": int(seed), "generator": HEART_GENERATOR,
-    }
+    meta = {**grid_meta(cid, modality, grid, anat, orientation, seed, HEART_GENERATOR), "protocol": proto.name}
     if modality == "ct":
-        meta.update(readout="ct", noise=_fmt(params.noise_sd, 1), noise_model="gaussian_sd_hu",
-                    blood_left_hu=_fmt(params.left_hu, 0), blood_right_hu=_fmt(params.right_hu, 0),
-                    myocardium_hu=_fmt(params.myo_hu, 0))
+        meta.update(readout="ct", noise=meta_number(params.noise_sd, 1), noise_model="gaussian_sd_hu",
+                    blood_left_hu=meta_number(params.left_hu, 0), blood_right_hu=meta_number(params.right_hu, 0),
+                    myocardium_hu=meta_number(params.myo_hu, 0))
     else:
-        meta.update(readout=params.readout, field_strength=_fmt(params.field_strength, 1),
-                    noise=_fmt(params.snr, 1), noise_model="rician_snr", tr_ms=_fmt(params.tr, 2),
-                    te_ms=_fmt(params.te, 2), flip_deg=_fmt(params.flip, 1), t2prep_ms=_fmt(params.t2prep, 1),
-                    fat_suppression="yes" if params.fat_sat else "no", inflow_pulses=_fmt(params.inflow_pulses, 1),
-                    bias_field=_fmt(params.bias, 3))
+        meta.update(readout=params.readout, field_strength=meta_number(params.field_strength, 1),
+                    noise=meta_number(params.snr, 1), noise_model="rician_snr", tr_ms=meta_number(params.tr, 2),
+                    te_ms=meta_number(params.te, 2), flip_deg=meta_number(params.flip, 1),
+                    t2prep_ms=meta_number(params.t2prep, 1), fat_suppression="yes" if params.fat_sat else "no",
+                    inflow_pulses=meta_number(params.inflow_pulses, 1), bias_field=meta_number(params.bias, 3))
     return HeartCase(case_id=cid, modality=modality, protocol=proto.name, image=image, labels=labels,
                      tissues=tissues, affine=grid.affine, orientation=orientation, grid=grid, params=params,
                      anatomy=anat, meta=meta)

@@ -114,10 +114,8 @@ def sample_heart_anatomy(rng: np.random.Generator) -> Anatomy:
                      height=J.u(8, 11))
     P["sternum"] = dict(half_width=J.u(12, 16), half_depth=J.u(5, 7), center=J.u(-4, 0))
     spine_y = -62 + J.u(-3, 3)
-    P["spine"] = spine = dict(y=spine_y, half_width=19 * J.u(0.9, 1.1), half_depth=16 * J.u(0.9, 1.1),
-                              pedicle=J.u(4, 6), canal_r=J.u(7, 9), spinous_len=J.u(15, 22),
-                              transverse_len=J.u(25, 32), period=J.u(25, 29), disc=J.u(5, 7), phase=J.u(0, 29))
-    spine["arch_r"] = spine["canal_r"] + J.u(5, 7)
+    P["spine"] = spine = body.sample_spine(J, spine_y, 19, 16, pedicle=(4, 6), canal_r=(7, 9), spinous_len=(15, 22),
+                                           transverse_len=(25, 32), period=(25, 29), disc=(5, 7))
     P["back"] = dict(para_x=30.0, para_y=-97.0, para_a=20 * J.u(0.9, 1.1), para_b=14 * J.u(0.9, 1.1),
                      psoas_z0=-5000.0, psoas_rmax=1.0, psoas_growth=0.0, psoas_y=spine_y,
                      spine_half=spine["half_width"])
@@ -213,21 +211,9 @@ def _halfspace(cv: Canvas, reg, point, normal) -> np.ndarray:
     return (qx - p[0]) * n[0] + (qy - p[1]) * n[1] + (qz - p[2]) * n[2] >= 0
 
 
-def _ellipsoid(cv: Canvas, center, semi, rot, tissue: H, over: np.ndarray, clip=None) -> None:
-    res = ellipsoid_r2(cv, center, semi, rot)
-    if res is None:
-        return
-    reg, r2 = res
-    mask = r2 < 1
-    if clip is not None:
-        mask &= _halfspace(cv, reg, *clip)
-    cv.paint(reg, mask, tissue, over=over)
-
-
-def _tube(cv: Canvas, points, radii, tissue: H, over: np.ndarray, clip=None, z_max: float | None = None) -> None:
-    pts = np.asarray(points, float)
-    rad = np.broadcast_to(np.asarray(radii, float), (len(pts),))
-    res = tube_distance(cv, pts, rad)
+def _paint_inside(cv: Canvas, res, tissue: H, over: np.ndarray, clip=None, z_max: float | None = None) -> None:
+    """Paint where the normalised distance of ``res`` (``(region, d)`` or ``None``: off the canvas) is below 1,
+    on the ``clip`` half-space side and below ``z_max`` (mm) when given."""
     if res is None:
         return
     reg, d = res
@@ -237,6 +223,16 @@ def _tube(cv: Canvas, points, radii, tissue: H, over: np.ndarray, clip=None, z_m
     if z_max is not None:
         mask &= cv.coords(reg)[2] <= np.float32(z_max)
     cv.paint(reg, mask, tissue, over=over)
+
+
+def _ellipsoid(cv: Canvas, center, semi, rot, tissue: H, over: np.ndarray, clip=None) -> None:
+    _paint_inside(cv, ellipsoid_r2(cv, center, semi, rot), tissue, over, clip)
+
+
+def _tube(cv: Canvas, points, radii, tissue: H, over: np.ndarray, clip=None, z_max: float | None = None) -> None:
+    pts = np.asarray(points, float)
+    rad = np.broadcast_to(np.asarray(radii, float), (len(pts),))
+    _paint_inside(cv, tube_distance(cv, pts, rad), tissue, over, clip, z_max)
 
 
 def _paint_chest(cv: Canvas, P: dict) -> None:

@@ -112,11 +112,9 @@ def curves_png(cells: dict[str, str | Path], output: str | Path, title: str = ""
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return None
-    import matplotlib
+    from fedgin.reporting.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, c in curves.items():
         style = "-" if label.startswith("federated") else ("--" if label.startswith("centralized") else ":")
@@ -132,8 +130,4 @@ def curves_png(cells: dict[str, str | Path], output: str | Path, title: str = ""
     axes[0].legend(fontsize=7, ncol=2)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(output)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, output, dpi=110)

@@ -23,11 +23,10 @@ def overlay_png(image: str | Path, labels: str | Path, output: str | Path, class
                 slices: int = 4) -> Path:
     """A row of axial slices of ``image`` (RAS, radiological display: patient left on the right) with the label
     map ``labels`` (same grid) drawn over it; the slices with the most foreground, spread over the volume."""
-    import matplotlib
+    from fedgin.reporting.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap  # after pyplot(): the Agg backend is chosen first
 
     vol = read_nifti_ras(image, dtype=np.float32)
     img = vol.data
@@ -51,8 +50,4 @@ def overlay_png(image: str | Path, labels: str | Path, output: str | Path, class
     handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[i % len(CLASS_COLORS)]) for i in range(len(classes))]
     fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
     fig.suptitle(Path(image).name, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    out = Path(output)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_png(fig, output, dpi=100, rect=(0, 0.06, 1, 0.95))

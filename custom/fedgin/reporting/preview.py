@@ -15,7 +15,6 @@ file and a rename, so an error never leaves a partial picture.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +108,9 @@ def augmented_views(s: Slice, method: str, views: int, seed: int = 0) -> list[np
 
 def preview_png(slices: list[Slice], methods: list[str], views: int, output: str | Path, seed: int = 0) -> Path:
     """Write the grid: rows = slices × methods, columns = the slice, then ``views`` augmented views."""
-    import matplotlib
+    from fedgin.reporting.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [(s, m) for s in slices for m in methods]
     fig, axes = plt.subplots(len(rows), views + 1, figsize=(2.1 * (views + 1), 2.3 * len(rows)), squeeze=False)
@@ -127,14 +125,4 @@ def preview_png(slices: list[Slice], methods: list[str], views: int, output: str
             if r == 0:
                 ax.set_title("input" if c == 0 else f"view {c}", fontsize=9)
         axes[r][0].set_ylabel(f"{s.title}\n{method}", fontsize=8)
-    fig.tight_layout()
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial{out.suffix}")  # same extension: matplotlib picks the format by it
-    try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, output, dpi=90)
