@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .anatomy import Anatomy
-from .grid import Grid, plan_grid
+from .grid import Grid, orientation_affine, plan_grid
 
 __all__ = ["GeneratedCase", "case_rng", "meta_number", "apply_overrides", "written_orientation", "sample_geometry", "grid_meta"]
 
@@ -42,8 +42,6 @@ class GeneratedCase:
 
     def written_affine(self) -> np.ndarray:
         """The affine of the case's written voxel order."""
-        from .grid import orientation_affine
-
         return orientation_affine(self.affine, self.image.shape, self.orientation)
 
 
