@@ -203,28 +203,28 @@ def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.
     """Rounds of the demo federation (or another size) in ``nvflare simulator``: round wall time against the
     site work it contains, and the bytes a site sends."""
     from fedgin.experiments.demo import SITES, phantom_sites
-    from fedgin.flare.job import build_job
+    from fedgin.flare.job import make_recipe
     from fedgin.flare.simulate import run_simulator
 
     phantom_sites(work, cases, DEMO_ORGANS, spacing, size, 0)
     channels = channels or PRECISION_SIZES[96]
-    job = build_job(work / "job", {"method": "gin", "num_rounds": rounds, "classes": DEMO_ORGANS,
-                                   "data_root": str(work / "data"), "size_px": [size, size],
-                                   "spacing_mm": [spacing, spacing], "channels": channels,
-                                   "strides": [2] * (len(channels) - 1), "share_local_models": False})
+    job = make_recipe({"method": "gin", "num_rounds": rounds, "classes": DEMO_ORGANS,
+                       "data_root": str(work / "data"), "size_px": [size, size], "spacing_mm": [spacing, spacing],
+                       "channels": channels, "strides": [2] * (len(channels) - 1), "share_local_models": False})
     sim = run_simulator(job, work / "ws", list(SITES), echo=None)
+    ws = sim["workspace"]
     stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
 
     def when(text):
         return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
-    server = (work / "ws" / "server" / "log.txt").read_text()
+    server = (ws / "server" / "log.txt").read_text()
     start = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) started\.", server, re.M)}
     end = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) finished\.", server, re.M)}
     tasks: dict[int, list[float]] = {}
     train: dict[int, list[float]] = {}
     for site in SITES:
-        log = (work / "ws" / site / "log.txt").read_text()
+        log = (ws / site / "log.txt").read_text()
         for r, task, tr in re.findall(r"round (\d+) task done in ([\d.]+) s \(validation of the global model "
                                       r"[\d.]+ s, training ([\d.]+) s\)", log):
             tasks.setdefault(int(r) - 1, []).append(float(task))
@@ -235,7 +235,7 @@ def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.
             continue  # round 0 includes start-up (data loading, first forward passes)
         wall = end[r] - start[r]
         rows.append({"round": r, "wall_s": wall, "max_site_task_s": max(tasks[r]), "max_site_training_s": max(train[r])})
-    audit = [json.loads(x) for x in (work / "ws" / "site-ct" / "simulate_job" / "outgoing_audit.jsonl")
+    audit = [json.loads(x) for x in (ws / "site-ct" / "simulate_job" / "outgoing_audit.jsonl")
              .read_text().splitlines()]
     sent = [r["serialized_bytes"] for r in audit if r["task"] == "train"]
     wall = statistics.median(r["wall_s"] for r in rows)

@@ -24,7 +24,7 @@ VARIANTS = {
 
 def main() -> None:
     from fedgin.experiments.demo import SITES, phantom_sites
-    from fedgin.flare.job import build_job
+    from fedgin.flare.job import make_recipe
     from fedgin.flare.simulate import run_simulator
     from fedgin.engine.evaluation import evaluate
 
@@ -39,11 +39,11 @@ def main() -> None:
     for name, privacy in VARIANTS.items():
         slug = name.split(" (")[0].replace(" ", "_").replace(",", "")
         t0 = time.perf_counter()
-        job = build_job(out / f"job_{slug}", {"method": "gin", "num_rounds": a.rounds, "classes": organs,
-                                              "data_root": str(out / "data"), "privacy": privacy})
+        job = make_recipe({"method": "gin", "num_rounds": a.rounds, "classes": organs,
+                           "data_root": str(out / "data"), "privacy": privacy})
         sim = run_simulator(job, out / f"ws_{slug}", list(SITES), echo=None)
         res = evaluate(sim["global_model"], list(datalists.values()), "test", progress=False)
-        audit = [json.loads(x) for x in (out / f"ws_{slug}" / "site-ct" / "simulate_job" /
+        audit = [json.loads(x) for x in (sim["workspace"] / "site-ct" / "simulate_job" /
                                          "outgoing_audit.jsonl").read_text().splitlines()]
         train = [r for r in audit if r["task"] == "train"]
         rows[name] = {"privacy": privacy, "seconds": round(time.perf_counter() - t0),

@@ -107,7 +107,9 @@ def test_job_needs_its_data_and_a_valid_one_is_written(site, tmp_path, capsys, m
     assert main(["job", "--output", str(job), "--data-root", str(tmp_path), "--set", "method=none",
                  "--set", "channels=[8,16,32]", "--rounds", "3"]) == 0
     cfg = json.loads((job / "app" / "config" / "config_fed_client.json").read_text())
-    assert cfg["method"] == "none" and cfg["strides"] == [2, 2] and cfg["classes"] == ["disc"]
+    args = cfg["executors"][0]["executor"]["args"]
+    assert args["train"]["method"] == "none" and args["train"]["model"]["strides"] == [2, 2]
+    assert args["classes"] == ["disc"]
     # a POC/production job (no code) reads its data location from each site's own config
     assert main(["job", "--output", str(tmp_path / "job2"), "--code", "site", "--rounds", "2"]) == 0
 

@@ -36,6 +36,7 @@ def test_subcommand_help_documents_options(capsys):
         "prepare": ["--layout", "--input", "--output", "--site", "--modality", "--organs", "--spacing", "--size"],
         "train": ["--data", "--method", "--steps", "--epochs", "--output"],
         "evaluate": ["--model", "--data", "--split", "--output"],
+        "export-bundle": ["--model", "--output", "--modality"],
     }
     for cmd, options in expected.items():
         out = _main(capsys, cmd, "--help")

@@ -57,7 +57,8 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     assert set(fedbn["summary"]["per_modality"]) == {"ct", "mri"} and "n/a" not in table
     cfg = json.loads((out / "runs" / "federated__fmaug__seed0" / "job" / "app" / "config" / "config_fed_server.json")
                      .read_text())
-    assert cfg["test_input"] == "freesdg-hfc"
+    persistor = next(c for c in cfg["components"] if c["id"] == "persistor")
+    assert persistor["args"]["model"]["args"]["test_input"] == "freesdg-hfc"
     from fedgin.engine.checkpoint import load_model_file
 
     model_file = next((out / "runs" / "federated__fmaug__seed0" / "workspace").rglob("FL_global_model.pt"))

@@ -92,4 +92,6 @@ def test_heart_selects_on_the_heldout_half_and_tests_on_the_other(tmp_path):
     assert (out / "heldout_validation.png").stat().st_size > 5000
     job = json.loads((out / "runs" / "federated__none__seed0" / "job" / "app" / "config" / "config_fed_server.json")
                      .read_text())
-    assert job["heldout_datalist"].endswith("site-mri2/datalist.json") and job["min_clients"] == 3
+    args = {c["id"]: c["args"] for c in job["components"] + job["workflows"]}
+    assert args["model_selector"]["heldout_datalist"].endswith("site-mri2/datalist.json")
+    assert args["scatter_and_gather"]["min_clients"] == 3

@@ -65,8 +65,8 @@ def test_bad_updates_are_rejected_and_a_nan_loss_site_sends_nothing(tmp_path):
     job = _with_faulty_site(build_job(tmp_path / "job", {**TINY, "num_rounds": rounds, "data_root": str(data),
                                                          "method": "gin", "wait_time_after_min_received": 60}))
     res = run_simulator(job, tmp_path / "ws", list(SITES), threads=3, echo=None, timeout=600)
-    server_log = (tmp_path / "ws" / "server" / "log.txt").read_text()
-    bad_log = (tmp_path / "ws" / "site-bad" / "log.txt").read_text()
+    server_log = (res["workspace"] / "server" / "log.txt").read_text()
+    bad_log = (res["workspace"] / "site-bad" / "log.txt").read_text()
 
     for rnd, mode in PLAN.items():
         rejected = re.findall(rf"REJECTED update of site-bad at round {rnd}: (.*)", server_log)

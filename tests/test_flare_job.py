@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import ( 
 from nvflare.app_common.app_constant import AppConstants  # noqa: E402
 
 from fedgin.flare.executor import train_result  # noqa: E402
-from fedgin.flare.job import build_job, default_template, settable_variables  # noqa: E402
+from fedgin.flare.job import build_job, job_values, settable_variables  # noqa: E402
 
 
 def test_aggregate_is_sample_weighted_average_of_site_models():
@@ -45,10 +46,14 @@ def test_aggregate_is_sample_weighted_average_of_site_models():
         assert not np.allclose(theta0[k] + diff[k], unweighted, atol=1e-3)  # the weights do matter
 
 
-def test_job_template_variables_agree_between_server_and_client():
-    values = settable_variables()
-    assert values["num_classes"] == len(values["classes"])
-    assert values["method"] in ("gin", "none")
+def _component(cfg: dict, cid: str) -> dict:
+    return next(c for c in cfg.get("components", []) + cfg.get("workflows", []) if c.get("id") == cid)
+
+
+def test_job_values_complete_the_defaults():
+    values = job_values({"classes": ["liver"], "method": "dsbn"})
+    assert values["num_classes"] == 1 and values["domains"] == ["ct", "mri"]
+    assert set(settable_variables()) <= set(values)
 
 
 def test_build_job_sets_values_and_copies_code(tmp_path):
@@ -56,13 +61,17 @@ def test_build_job_sets_values_and_copies_code(tmp_path):
                                        "channels": [8, 16, 32], "strides": [2, 2]}, name="fedavg")
     server = json.loads((job / "app/config/config_fed_server.json").read_text())
     client = json.loads((job / "app/config/config_fed_client.json").read_text())
-    assert server["num_rounds"] == 3 and server["num_classes"] == 1 and server["classes"] == ["liver"]
-    assert client["method"] == "none" and client["channels"] == [8, 16, 32]
+    assert _component(server, "scatter_and_gather")["args"]["num_rounds"] == 3
+    persistor = _component(server, "persistor")["args"]
+    assert persistor["model"]["args"]["num_classes"] == 1 and persistor["meta"]["classes"] == ["liver"]
+    executor = client["executors"][0]["executor"]["args"]
+    assert executor["train"]["method"] == "none" and executor["train"]["model"]["channels"] == [8, 16, 32]
+    assert not re.search(r'"\{[a-z_]+\}"', json.dumps(server))  # every value concrete: no {var} to substitute
     assert json.loads((job / "meta.json").read_text())["name"] == "fedavg"
     assert (job / "app/custom/fedgin/flare/executor.py").is_file()
-    assert not (job / "app/custom/fedgin").is_symlink()
-    # the committed template is untouched
-    assert json.loads((default_template() / "app/config/config_fed_client.json").read_text())["method"] == "gin"
+    assert not (job / "app/custom/fedgin").is_symlink() and not list(job.rglob("__pycache__"))
+    site = build_job(tmp_path / "site_job", {"num_rounds": 2}, code="site")
+    assert not (site / "app/custom").exists()
     with pytest.raises(ValueError, match="unknown job variable"):
         build_job(tmp_path / "job2", {"rouns": 3})
     with pytest.raises(ValueError, match="unknown method"):
@@ -82,20 +91,11 @@ def test_fedgin_job_takes_the_task_from_the_sites(toy_sites, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     server = json.loads((tmp_path / "job/app/config/config_fed_server.json").read_text())
-    assert server["classes"] == ["disc", "square"] and server["num_classes"] == 2 and server["size_px"] == [32, 32]
+    persistor = _component(server, "persistor")["args"]
+    assert persistor["meta"]["classes"] == ["disc", "square"] and persistor["meta"]["size_px"] == [32, 32]
+    assert persistor["model"]["args"]["num_classes"] == 2
     bad = subprocess.run(cmd + ["--organs", "liver"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "differs" in bad.stderr
-
-
-def _resolve(node, values):
-    """NVFlare's substitution of ``"{name}"`` strings by the config's top-level values, for the test."""
-    if isinstance(node, dict):
-        return {k: _resolve(v, values) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, values) for v in node]
-    if isinstance(node, str) and node.startswith("{") and node.endswith("}") and node[1:-1] in values:
-        return values[node[1:-1]]
-    return node
 
 
 def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
@@ -113,7 +113,7 @@ def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
               **train_job_values(train)}
     job = build_job(tmp_path / "job", values)
     client = json.loads((job / "app/config/config_fed_client.json").read_text())
-    args = _resolve(client["executors"][0]["executor"]["args"], client)
+    args = client["executors"][0]["executor"]["args"]
     cfg = FedGINExecutor(**args).train_config
     for key, value in train.items():
         if key != "model":
@@ -124,8 +124,7 @@ def test_every_train_config_value_reaches_the_sites_executor(tmp_path):
     from fedgin.engine.model import SegUNet
 
     server = json.loads((job / "app/config/config_fed_server.json").read_text())
-    persistor = next(c for c in server["components"] if c["id"] == "persistor")
-    net = SegUNet(**_resolve(persistor["args"]["model"]["args"], server))
+    net = SegUNet(**_component(server, "persistor")["args"]["model"]["args"])
     assert net.arch == "authors" and type(net.model).__name__ == "AuthorsUNetCore"
     with pytest.raises(ValueError, match="sampler"):
         build_job(tmp_path / "bad", {**values, "sampler": "balanced"})

@@ -15,7 +15,7 @@ from nvflare.apis.fl_context import FLContext  # noqa: E402
 
 from conftest import write_toy_site  # noqa: E402
 from fedgin.flare.aggregator import update_problems  # noqa: E402
-from fedgin.flare.job import build_job  # noqa: E402
+from fedgin.flare.job import build_job, make_recipe  # noqa: E402
 from fedgin.flare.privacy import PrivacyFilter, check_privacy, excluded_pattern  # noqa: E402
 
 
@@ -83,15 +83,15 @@ def test_excluded_layers_never_leave_a_site_in_the_simulator(tmp_path):
     for i, (site, modality) in enumerate({"site-ct": "ct", "site-mri": "mri"}.items()):
         write_toy_site(tmp_path / "data", site, modality, ["disc"], {"training": 2, "validation": 1}, seed=i)
     privacy = {"filter": "exclude", "exclude_vars": r"^model\.2\."}  # the output block stays at each site
-    job = build_job(tmp_path / "job", {"classes": ["disc"], "channels": [8, 16, 32], "strides": [2, 2],
-                                       "local_steps": 2, "size_px": [32, 32], "num_rounds": 2,
-                                       "data_root": str(tmp_path / "data"), "privacy": privacy})
+    job = make_recipe({"classes": ["disc"], "channels": [8, 16, 32], "strides": [2, 2], "local_steps": 2,
+                       "size_px": [32, 32], "num_rounds": 2, "data_root": str(tmp_path / "data"),
+                       "privacy": privacy})
     res = run_simulator(job, tmp_path / "ws", ["site-ct", "site-mri"], echo=None, timeout=600)
-    log = (tmp_path / "ws" / "server" / "log.txt").read_text()
+    log = (res["workspace"] / "server" / "log.txt").read_text()
     assert log.count("ACCEPTED by the aggregator") == 4 and "REJECTED" not in log
     for site in ("site-ct", "site-mri"):
         records = [json.loads(x) for x in
-                   (tmp_path / "ws" / site / "simulate_job" / "outgoing_audit.jsonl").read_text().splitlines()]
+                   (res["workspace"] / site / "simulate_job" / "outgoing_audit.jsonl").read_text().splitlines()]
         train = [r for r in records if r["task"] == "train"]
         assert len(train) == 2
         for r in train:

@@ -1,6 +1,6 @@
 """Production provisioning: the real ``nvflare provision`` on ``provisioning/project.yml``, checked file by file.
 
-Expectations are derived from ``project.yml`` (participants, server name, port) and from ``jobs/fedgin`` (the
+Expectations are derived from ``project.yml`` (participants, server name, port) and from the FedGIN job (the
 component classes every kit must allow). ``nvflare provision`` has returned 0 on invalid projects in the past,
 so every test asserts on the files produced, not only on the exit code. Each run takes about a second.
 """
@@ -32,7 +32,6 @@ from fedgin.flare.provision import SITE_CONFIG_SAMPLE, SITE_README  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILE = REPO / "provisioning" / "project.yml"
-JOB_CONFIG = REPO / "jobs" / "fedgin" / "app" / "config"
 PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.S)
 
 
@@ -179,11 +178,14 @@ def test_server_and_client_connection_configs(provisioned, project):
                                                                admin["name"])
 
 
-def test_job_components_are_on_each_kit_allow_list(provisioned, project):
+def test_job_components_are_on_each_kit_allow_list(provisioned, project, tmp_path):
+    from fedgin.flare.job import build_job
+
     prod, _ = provisioned
+    config = build_job(tmp_path / "job", {"tracking": "both"}, code="site") / "app" / "config"  # every receiver
     needed = {
-        "server": site_policy.job_component_paths(json.loads((JOB_CONFIG / "config_fed_server.json").read_text())),
-        "client": site_policy.job_component_paths(json.loads((JOB_CONFIG / "config_fed_client.json").read_text())),
+        "server": site_policy.job_component_paths(json.loads((config / "config_fed_server.json").read_text())),
+        "client": site_policy.job_component_paths(json.loads((config / "config_fed_client.json").read_text())),
     }
     assert any(c.startswith("fedgin.") for c in needed["server"]) and any(c.startswith("fedgin.") for c in
                                                                         needed["client"])

@@ -9,7 +9,9 @@ here only reads it, except the resume test, which starts a second run from its g
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +20,7 @@ import torch
 pytest.importorskip("nvflare")
 
 from fedgin.data import prepare_site  # noqa: E402
-from fedgin.flare.job import build_job  # noqa: E402
+from fedgin.flare.job import build_job, make_recipe  # noqa: E402
 from fedgin.flare.persistor import read_round  # noqa: E402
 from fedgin.flare.simulate import run_simulator  # noqa: E402
 from fedgin.phantom import generate_dataset  # noqa: E402
@@ -47,9 +49,9 @@ def federation(tmp_path_factory):
     values = {"method": "gin", "classes": ORGANS, "data_root": str(tmp / "data"), "channels": [8, 16, 32],
               "strides": [2, 2], "local_steps": 2, "size_px": [48, 48], "spacing_mm": [8.0, 8.0],
               "heldout_datalist": str(held)}
-    job = build_job(tmp / "job", {**values, "num_rounds": 2})
-    res = run_simulator(job, tmp / "ws", list(SITES), echo=None, timeout=480)  # raises on a Traceback
-    return SimpleNamespace(tmp=tmp, values=values, res=res, ws=tmp / "ws", heldout=held)
+    recipe = make_recipe({**values, "num_rounds": 2})  # NVFlare's Job API, run in SimEnv
+    res = run_simulator(recipe, tmp / "ws", list(SITES), echo=None, timeout=480)  # raises on a Traceback
+    return SimpleNamespace(tmp=tmp, values=values, res=res, ws=res["workspace"], heldout=held)
 
 
 def test_two_sites_two_rounds_in_the_simulator(federation, tmp_path):
@@ -110,13 +112,16 @@ def test_a_stopped_run_resumes_from_its_persisted_global_model(federation, tmp_p
     assert read_round(first["global_model"])["round"] == 1
     job = build_job(tmp_path / "job", {**values, "num_rounds": 3}, resume_from=first["global_model"])
     server_cfg = json.loads((job / "app" / "config" / "config_fed_server.json").read_text())
-    assert (server_cfg["start_round"], server_cfg["num_rounds"]) == (2, 1)
-    second = run_simulator(job, tmp_path / "ws", sites, echo=None, timeout=480)
-    log = (tmp_path / "ws" / "server" / "log.txt").read_text()
+    sag = next(w for w in server_cfg["workflows"] if w["id"] == "scatter_and_gather")["args"]
+    assert (sag["start_round"], sag["num_rounds"]) == (2, 1)
+    assert (job / "app" / "config" / first["global_model"].name).is_file()  # the model travels with the job
+    second = run_simulator(job, tmp_path / "ws", sites, echo=None, timeout=480)  # an exported job folder
+    ws = second["workspace"]
+    log = (ws / "server" / "log.txt").read_text()
     assert "resuming from" in log and "Round 2 started." in log and "Round 2 finished." in log
     assert "Round 0 started." not in log and "Round 1 started." not in log
     assert read_round(second["global_model"])["round"] == 2
-    site_log = (tmp_path / "ws" / "site-ct" / "log.txt").read_text()
+    site_log = (ws / "site-ct" / "log.txt").read_text()
     assert "round 3/3" in site_log and "round 2/3" not in site_log
     # it started from the saved weights, not from a fresh model: the first model site-ct validates in the resumed
     # run scores what the saved model scored in the first run's cross-site evaluation on the same cases
@@ -133,3 +138,55 @@ def test_a_stopped_run_resumes_from_its_persisted_global_model(federation, tmp_p
     with pytest.raises(ValueError, match="not a global model"):
         build_job(tmp_path / "j", {**values, "num_rounds": 3}, resume_from=tmp_path / "plain.pt")
     assert not (tmp_path / "j").exists()
+
+
+def test_the_exported_job_runs_in_nvflare_simulator(federation, tmp_path):
+    """``python jobs/fedgin/job.py --export`` writes the job folder (NVFlare's recipe export); the deprecated but
+    still shipped ``nvflare simulator`` command runs it to the end."""
+    import subprocess
+    import sys
+
+    from fedgin.flare.simulate import find_artifacts, nvflare_command, simulator_policy
+
+    repo = Path(__file__).resolve().parents[1]
+    sets = ["num_rounds=1", "local_steps=2", "channels=[8,16,32]", "strides=[2,2]", "share_local_models=false"]
+    cmd = [sys.executable, str(repo / "jobs" / "fedgin" / "job.py"), "--data-root", str(federation.tmp / "data"),
+           "--export", "--export-dir", str(tmp_path / "jobs"), *[x for s in sets for x in ("--set", s)]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job = tmp_path / "jobs" / "fedgin"
+    assert (job / "meta.json").is_file() and (job / "app" / "custom" / "fedgin" / "flare" / "executor.py").is_file()
+    ws = tmp_path / "ws"
+    simulator_policy(ws)
+    run = subprocess.run(nvflare_command("simulator", str(job), "-w", str(ws), "-c", "site-ct,site-mri", "-t", "2"),
+                         capture_output=True, text=True, timeout=480, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout[-3000:]
+    res = find_artifacts(ws)
+    assert res["global_model"].is_file() and res["cross_site"].is_file()
+    assert not [p for p in res["logs"] if "Traceback" in p.read_text()]
+    assert read_round(res["global_model"])["round"] == 0
+
+
+def test_mlflow_tracking_records_every_sites_metrics(federation, tmp_path):
+    """``tracking: both``: NVFlare's MLflowReceiver on the server writes the job into the MLflow experiment
+    ``fedgin``: one run per site (NVFlare's receiver names it ``<site>-<job id>-<job>-...``), all tagged with the
+    job's id, each with the site's validation Dice per round and training loss, read back through MLflow's own
+    client; TensorBoard still gets the same metrics."""
+    mlflow = pytest.importorskip("mlflow")
+    from fedgin.flare.simulate import mlflow_store
+
+    values = {**federation.values, "num_rounds": 2, "heldout_datalist": "", "tracking": "both",
+              "share_local_models": False}
+    res = run_simulator(make_recipe(values, name="tracked"), tmp_path / "ws", list(SITES), echo=None, timeout=480)
+    client = mlflow.tracking.MlflowClient(tracking_uri=mlflow_store(res["workspace"]))
+    experiment = client.get_experiment_by_name("fedgin")
+    runs = {r.info.run_name.split("-" + r.data.tags["job_id"][:6])[0]: r
+            for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == set(SITES), sorted(runs)
+    assert len({r.data.tags["job_id"] for r in runs.values()}) == 1  # one job
+    for site, run in runs.items():
+        assert {"val_dice_global_model", "train_loss"} <= set(run.data.metrics), (site, run.data.metrics)
+        history = client.get_metric_history(run.info.run_id, "val_dice_global_model")
+        assert len(history) == 2 and all(0.0 <= m.value <= 1.0 for m in history)
+    for site in SITES:
+        assert list((res["tb_events"] / site).glob("events.out.tfevents.*")), site

@@ -29,3 +29,7 @@ def add_demo_arguments(s: argparse.ArgumentParser) -> None:
                         "fp16 on CUDA); fp32: full precision everywhere")
     s.add_argument("--threads", type=bounded_int(1, 64, " threads"), default=2,
                    help="clients run in parallel by the simulator")
+    s.add_argument("--tracking", choices=["tensorboard", "mlflow", "both"], default="tensorboard",
+                   help="where the sites' metrics go: TensorBoard (default), MLflow (NVFlare's MLflowReceiver; a "
+                        "file store in the run folder unless --tracking-uri), or both")
+    s.add_argument("--tracking-uri", default="", help="an MLflow tracking server (with --tracking mlflow|both)")

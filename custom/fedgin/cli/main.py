@@ -188,21 +188,36 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from fedgin.inference.predict import run_predictions
 
     report = run_predictions(a.model, a.input, a.output, modality=a.modality, device=a.device, overlay=a.overlay,
-                             nonfinite=a.nonfinite, allow_output_in_input=a.allow_output_in_input)
+                             nonfinite=a.nonfinite, allow_output_in_input=a.allow_output_in_input,
+                             output_format=a.format)
     for s in report["skipped"]:
         print(f"fedgin predict: note: skipped {s['input']}: {s['reason']}", file=sys.stderr)
     for r in report["predictions"]:
         found = ", ".join(f"{c} {n}" for c, n in r["voxels"].items())
-        print(f"{r['output']}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else "")
+        written = " + ".join(r[k] for k in ("output", "seg") if r.get(k))
+        print(f"{written}: {found} voxels" + (f"; overlay {r['overlay']}" if r.get("overlay") else "")
               + (f"; repaired {r['repaired']}" if r.get("repaired") else ""))
+        for note in r.get("notes", []):
+            print(f"fedgin predict: note: {r['input']}: {note}", file=sys.stderr)
     for r in report["failed"]:
         print(f"fedgin predict: error: {r['error']}", file=sys.stderr)
     counts = [(len(report["failed"]), "failed"), (len(report["skipped"]), "skipped"),
               (sum(1 for r in report["predictions"] if r.get("repaired")), "repaired")]
     extra = "".join(f", {n} {what}" for n, what in counts if n)
-    print(f"{len(report['predictions'])} label map(s) in {a.output}{extra} "
+    what = {"nifti": "label map(s)", "seg": "DICOM SEG(s)", "both": "label map(s) (+ DICOM SEG)"}[a.format]
+    print(f"{len(report['predictions'])} {what} in {a.output}{extra} "
           f"(summary: {Path(a.output) / 'predictions.json'})")
     return 1 if report["failed"] else 0
+
+
+def _cmd_export_bundle(a: argparse.Namespace) -> int:
+    from fedgin.inference.bundle import export_bundle
+
+    res = export_bundle(a.model, a.output, modality=a.modality)
+    print(f"MONAI bundle in {res['bundle']}: network {res['network']}, TorchScript {res['torchscript']}")
+    print(f"run it: cd {res['bundle']} && python -m monai.bundle run --config_file configs/inference.json "
+          "--dataset_dir SCANS --output_dir LABELS")
+    return 0
 
 
 def _cmd_preview(a: argparse.Namespace) -> int:
@@ -227,7 +242,7 @@ def _cmd_job(a: argparse.Namespace) -> int:
 
     from fedgin.flare.job import build_job, settable_variables, task_from_sites
 
-    values = set_values(a.set, settable_variables(a.template))
+    values = set_values(a.set, settable_variables())
     if a.method:
         values["method"] = a.method
     if a.rounds is not None:
@@ -247,10 +262,11 @@ def _cmd_job(a: argparse.Namespace) -> int:
             raise OptionError(f"--data-root {root}: no <site>/datalist.json inside (make them with fedgin prepare)")
         values["data_root"] = str(Path(root).resolve())
         values = task_from_sites(Path(root), values)
-    job = build_job(a.output, values, template=a.template, name=a.name, code=a.code, resume_from=a.resume_from)
+    job = build_job(a.output, values, name=a.name, code=a.code, resume_from=a.resume_from)
     print(f"job written to {job}")
     if a.code == "job":
-        print(f"run it with: OMP_NUM_THREADS=1 nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2")
+        print(f"run it with: nvflare simulator {job} -w <workspace> -c site-ct,site-mri -t 2  (or, without a job "
+              "folder: python jobs/fedgin/job.py --data-root <data root>)")
     else:
         print(f"submit it with: nvflare job submit -j {job}  (sites run their installed fedgin; see provisioning/)")
     return 0
@@ -341,7 +357,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
     run_demo(a.workdir, method=a.method, rounds=a.rounds, cases=a.cases, organs=name_list(a.organs, "--organs"),
              spacing=a.spacing, size=a.size, channels=a.channels, local_epochs=a.local_epochs, seed=a.seed,
-             amp=a.precision == "auto", threads=a.threads)
+             amp=a.precision == "auto", threads=a.threads, tracking=a.tracking, tracking_uri=a.tracking_uri)
     return 0
 
 
@@ -429,10 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default, as the paper scores reconstructed volumes), or on the cached training grid")
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("predict", help="segment NIfTI volumes with a model file; label maps in the inputs' geometry")
+    s = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a model file; label maps in the "
+                                       "inputs' geometry (NIfTI and/or DICOM SEG)")
     s.add_argument("--model", required=True, help="model file (fedgin train, or FL_global_model.pt / best_...)")
-    s.add_argument("--input", required=True, help="a .nii/.nii.gz volume or a folder of them")
-    s.add_argument("--output", required=True, help="folder for <name>_seg.nii.gz and predictions.json")
+    s.add_argument("--input", required=True,
+                   help="a .nii/.nii.gz volume, or a folder of them and/or of DICOM series (files grouped by "
+                        "SeriesInstanceUID, sub-folders searched; localizers, series of fewer than 3 slices or with "
+                        "non-uniform spacing or mixed orientation are skipped with the reason)")
+    s.add_argument("--output", required=True,
+                   help="folder for <name>_seg.nii.gz / <name>_seg.dcm and predictions.json (<name>: the NIfTI "
+                        "file's stem, or the series description, else its SeriesInstanceUID)")
+    s.add_argument("--format", choices=["nifti", "seg", "both"], default="nifti",
+                   help="nifti: NIfTI label maps (default); seg: DICOM Segmentation objects referencing the source "
+                        "series (DICOM inputs only: NIfTI inputs are skipped); both: both (NIfTI inputs get "
+                        "their label map only)")
     s.add_argument("--modality", choices=["ct", "mri"], help="needed only by DSBN models")
     s.add_argument("--device", default="auto")
     s.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (a few slices)")
@@ -441,6 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --output to be the input folder (inputs are never overwritten, and earlier "
                         "fedgin outputs found there are not segmented again)")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("export-bundle", help="write a MONAI bundle (configs, weights, TorchScript, docs) of a model "
+                       "file, run with python -m monai.bundle run")
+    s.add_argument("--model", required=True, help="model file (fedgin train, or FL_global_model.pt / best_...)")
+    s.add_argument("--output", required=True,
+                   help="bundle folder, written whole or not at all (an existing bundle there is replaced, any other "
+                        "non-empty folder refused)")
+    s.add_argument("--modality", choices=["ct", "mri"],
+                   help="the modality the bundle is for (its metadata); needed by DSBN models (that branch is kept)")
+    s.set_defaults(func=_cmd_export_bundle)
 
     s = sub.add_parser("preview", help="PNG grid: a slice and its augmented views per method (the paper's Fig. 2)")
     s.add_argument("--output", default="runs/preview.png")
@@ -455,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_nonfinite_option(s)
     s.set_defaults(func=_cmd_preview)
 
-    s = sub.add_parser("job", help="write a runnable FLARE job (jobs/fedgin + values + the fedgin code)")
+    s = sub.add_parser("job", help="export the FedGIN job (NVFlare Job API recipe with these values, plus the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")
     s.add_argument("--method", choices=method_names(), help="augmentation on every site")
     s.add_argument("--rounds", type=positive_int, help="federated rounds")
@@ -464,7 +500,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any job variable, e.g. --set local_epochs=2 --set channels=[32,64,128,256]")
     s.add_argument("--name", help="job name")
-    s.add_argument("--template", help="job definition folder (default: jobs/fedgin of this repository)")
     s.add_argument("--code", choices=["job", "site"], default="job",
                    help="job: copy the fedgin code into the job (simulator); site: no code in the job, every "
                         "participant runs its installed, allow-listed fedgin (POC, production)")
@@ -543,6 +578,7 @@ LEFT_BEHIND = {
              "training does not resume: re-run it",
     "evaluate": "no results file was written",
     "predict": "the label maps finished before it are complete; no partial file is left",
+    "export-bundle": "nothing was written: an earlier bundle in --output is intact and no .building folder is left",
     "preview": "no picture was written",
     "job": "no job folder was written",
     "compare": "finished runs are kept: re-run the same command to resume",

@@ -52,14 +52,9 @@ def save_model_file(path: str | Path, model: torch.nn.Module, meta: dict[str, An
     return path
 
 
-def _resolve(value: Any, cfg: dict[str, Any]) -> Any:
-    """A FLARE config value ``"{var}"`` → the top-level variable ``var`` (as FLARE itself resolves it)."""
-    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in cfg:
-        return cfg[value[1:-1]]
-    return value
-
-
 def _flare_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a FLARE model file saved without it, from its job's server config: the persistor's
+    ``model`` and ``meta`` arguments."""
     cfg_file = path.parent / "config" / "config_fed_server.json"
     if not cfg_file.is_file():
         raise ModelFileError(
@@ -68,18 +63,19 @@ def _flare_meta(path: Path) -> dict[str, Any]:
     cfg = json.loads(cfg_file.read_text())
     persistor = next((c for c in cfg.get("components", []) if c.get("id") == "persistor"), None)
     try:
-        args = {k: _resolve(v, cfg) for k, v in persistor["args"]["model"]["args"].items()}
+        args = dict(persistor["args"]["model"]["args"])
+        meta = dict(persistor["args"].get("meta") or {})
     except (TypeError, KeyError) as e:
         raise ModelFileError(f"{cfg_file}: no persistor model args") from e
-    classes = cfg.get("classes")
+    classes = meta.get("classes")
     if not classes or len(classes) != args.get("num_classes", 1):
-        raise ModelFileError(f"{cfg_file}: top-level 'classes' missing or inconsistent with the persistor's model")
+        raise ModelFileError(f"{cfg_file}: the persistor's meta.classes missing or inconsistent with its model")
     num_classes = args.pop("num_classes", 1)
     return {
         "classes": classes,
         "model_config": args,
-        "size_px": cfg.get("size_px"),
-        "spacing_mm": cfg.get("spacing_mm"),
+        "size_px": meta.get("size_px"),
+        "spacing_mm": meta.get("spacing_mm"),
         "provenance": {"flare_job_config": str(cfg_file), "num_classes": num_classes},
     }
 

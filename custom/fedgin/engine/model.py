@@ -13,6 +13,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
+from fedgin.common.job_args import keep_job_args
 from fedgin.augment.eval_input import eval_input_filter
 from fedgin.engine.norm import convert_to_domain_bn
 
@@ -78,6 +79,9 @@ class SegUNet(nn.Module):
             convert_to_domain_bn(self, self.domains)
         self.test_input = test_input
         self._eval_filter = eval_input_filter(test_input)
+        keep_job_args(self, num_classes=num_classes, channels=list(channels), strides=list(strides),
+                      num_res_units=num_res_units, norm=norm, dropout=dropout, domains=list(domains),
+                      test_input=test_input, arch=arch)
 
     def model_config(self) -> dict:
         """The ``fedgin.engine.ModelConfig`` values this network was built with (plain JSON)."""

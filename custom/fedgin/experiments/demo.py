@@ -1,7 +1,7 @@
 """``fedgin demo``: the main job end to end on the built-in phantom.
 
 Phantom CT cases for ``site-ct`` and phantom MRI cases for ``site-mri`` → ``fedgin prepare`` for each site →
-a job built from ``jobs/fedgin`` → ``nvflare simulator`` → 3D Dice per organ of the final global model on the
+the FedGIN recipe (``fedgin.flare.recipe``) → NVFlare's ``SimEnv`` → 3D Dice per organ of the final global model on the
 held-out (test) CT and MRI cases. Steps whose inputs have not changed are reused from the work folder.
 """
 
@@ -47,26 +47,27 @@ def phantom_sites(work: Path, cases: int, organs: list[str], spacing: float, siz
 def run_demo(workdir: str | Path, *, method: str = "gin", rounds: int = 25, cases: int = 16,
              organs: Sequence[str] = DEMO_ORGANS, spacing: float = 4.0, size: int = 96,
              channels: Sequence[int] = (16, 32, 64, 128), local_epochs: int = 1, seed: int = 0, amp: bool = True,
-             threads: int = 2) -> dict:
+             threads: int = 2, tracking: str = "tensorboard", tracking_uri: str = "") -> dict:
     """The main job on the phantom (``fedgin demo``): ``cases`` phantom cases per site prepared at ``spacing`` mm and
     ``size`` px, ``rounds`` FLARE rounds of ``local_epochs`` in the simulator (``threads`` clients at once), then the
     Dice table of the final global model on the test cases. Writes everything under ``workdir``; returns the results
     written to ``results_<method>.json``."""
     from fedgin.engine.evaluation import evaluate, format_dice_table
-    from fedgin.flare.job import build_job
-    from fedgin.flare.simulate import run_simulator
+    from fedgin.flare.job import make_recipe
+    from fedgin.flare.simulate import mlflow_store, run_simulator
 
     t_start = time.perf_counter()
     work = Path(workdir).resolve()
     organs, channels = list(organs), list(channels)
     datalists = phantom_sites(work, cases, organs, spacing, size, seed)
 
-    print(f"[3/4] FedGIN job ({method}, {rounds} rounds) in nvflare simulator, sites {', '.join(SITES)}")
+    print(f"[3/4] FedGIN job ({method}, {rounds} rounds) in NVFlare's simulator (SimEnv), sites {', '.join(SITES)}")
     values = {"method": method, "num_rounds": rounds, "classes": organs, "data_root": str(work / "data"),
               "channels": channels, "strides": [2] * (len(channels) - 1), "local_epochs": local_epochs,
-              "seed": seed, "size_px": [size, size], "spacing_mm": [spacing, spacing], "amp": amp}
-    job = build_job(work / f"job_{method}", values, name=f"fedgin_{method}")
-    sim = run_simulator(job, work / f"workspace_{method}", list(SITES), threads=threads)
+              "seed": seed, "size_px": [size, size], "spacing_mm": [spacing, spacing], "amp": amp,
+              "tracking": tracking, "tracking_uri": tracking_uri}
+    recipe = make_recipe(values, name=f"fedgin_{method}")
+    sim = run_simulator(recipe, work / f"workspace_{method}", list(SITES), threads=threads)
     print(f"      simulator finished in {sim['seconds']:.0f} s")
 
     print("[4/4] 3D Dice of the final global model on the held-out test cases")
@@ -75,6 +76,7 @@ def run_demo(workdir: str | Path, *, method: str = "gin", rounds: int = 25, case
     table = format_dice_table(res, title=title)
     print()
     print(table)
+    pictures = demo_pictures(work, sim, datalists, method)
     out = {
         "method": method,
         "rounds": rounds,
@@ -82,6 +84,7 @@ def run_demo(workdir: str | Path, *, method: str = "gin", rounds: int = 25, case
         "simulator_seconds": sim["seconds"],
         "test": res,
         "cross_site": json.loads(Path(sim["cross_site"]).read_text()),
+        "pictures": {k: str(v) for k, v in pictures.items()},
     }
     (work / f"results_{method}.json").write_text(json.dumps(out, indent=2, default=str))
     print()
@@ -89,7 +92,41 @@ def run_demo(workdir: str | Path, *, method: str = "gin", rounds: int = 25, case
     if Path(sim["best_model"]).is_file():
         print(f"best model:       {sim['best_model']} (best validation Dice across rounds)")
     print(f"cross-site Dice:  {sim['cross_site']}")
-    print(f"TensorBoard:      tensorboard --logdir {sim['tb_events']}")
+    if tracking in ("tensorboard", "both"):
+        print(f"TensorBoard:      tensorboard --logdir {sim['tb_events']}")
+    if tracking in ("mlflow", "both"):
+        print(f"MLflow:           mlflow ui --backend-store-uri {tracking_uri or mlflow_store(sim['workspace'])}")
+    print(f"Dice per round:   {pictures['dice_per_round']}")
+    print(f"CT and MRI cases: {pictures['cases']} (ground truth | prediction; label maps beside it)")
     print(f"results (JSON):   {work / f'results_{method}.json'}")
     print(f"total wall time:  {out['wall_seconds'] / 60:.1f} min")
     return out
+
+
+def demo_pictures(work: Path, sim: dict, datalists: dict[str, Path], method: str) -> dict[str, Path]:
+    """``dice_per_round_<method>.png`` (each site's validation Dice of the global model per round) and
+    ``cases_<method>.png`` (the first CT and the first MRI test case: image, ground truth, prediction of the final
+    global model on the scan's own grid; the label maps are written to ``predictions_<method>/``)."""
+    import nibabel as nib
+
+    from fedgin.data.datalist import load_datalist
+    from fedgin.inference.predict import Predictor
+    from fedgin.reporting.run_figures import cases_png, site_dice_png
+
+    dice = site_dice_png(sim["tb_events"], work / f"dice_per_round_{method}.png",
+                         title=f"FedGIN demo ({method}): validation Dice of the global model at each site")
+    predictor = Predictor(sim["global_model"], device="cpu")
+    rows = []
+    for site, path in datalists.items():
+        d = load_datalist(path)
+        if not d["test"]:
+            continue
+        case = d["test"][0]
+        image, _ = predictor.segment(case["source_image"], modality=d["modality"])
+        out = work / f"predictions_{method}" / f"{case['case_id']}_seg.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(image, out)
+        rows.append((f"{site} ({d['modality'].upper()}) {case['case_id']}", case["source_image"],
+                     Path(path).parent / case["source_label"], out))
+    cases = cases_png(rows, predictor.classes, work / f"cases_{method}.png")
+    return {"dice_per_round": dice, "cases": cases}

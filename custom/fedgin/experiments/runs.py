@@ -7,7 +7,7 @@ for the federation, run in the real ``nvflare simulator``).
 
 - ``local`` / ``centralized``: ``fedgin.engine.training.train`` on the pooled training slices of ``sites``; the final
   model is evaluated.
-- ``federated``: a job built from ``jobs/fedgin`` with ``sites`` as clients; the final global model is evaluated,
+- ``federated``: the FedGIN recipe run in ``SimEnv`` with ``sites`` as clients; the final global model is evaluated,
   or, with ``heldout`` (a held-out site's datalist), the best global model chosen at the server on its validation
   cases. FedBN has no global batch norm: each test datalist is evaluated with the local model of a training site
   of the same modality.
@@ -80,7 +80,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
 
 
 def _federated(method: Method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
-    from fedgin.flare.job import build_job, task_from_sites
+    from fedgin.flare.job import export_recipe, make_recipe, task_from_sites
     from fedgin.flare.simulate import run_simulator
 
     roots = {Path(p).parents[1] for p in sites.values()}
@@ -95,11 +95,12 @@ def _federated(method: Method, sites, out, rounds, seed, heldout, extra, t0) -> 
     if heldout is not None:
         values["heldout_datalist"] = str(Path(heldout).resolve())
     values = task_from_sites(root, values, sites=list(sites))
-    job = build_job(out / "job", values, name=f"{out.name}")
-    sim = run_simulator(job, out / "workspace", list(sites), echo=None)
+    recipe = make_recipe(values, name=out.name)
+    export_recipe(recipe, out / "job")  # what ran, as a job folder
+    sim = run_simulator(recipe, out / "workspace", list(sites), echo=None)
     result: dict[str, Any] = {"seconds": time.perf_counter() - t0, "global_model": str(sim["global_model"])}
     if method.batch_norm == "local":
-        result["model"] = {s: str(out / "workspace" / s / "simulate_job" / f"app_{s}" / "local_model.pt")
+        result["model"] = {s: str(sim["workspace"] / s / "simulate_job" / f"app_{s}" / "local_model.pt")
                            for s in sites}
     elif heldout is not None:
         result["model"] = str(sim["best_model"])

@@ -32,6 +32,8 @@ from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey
 from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.common.job_args import keep_job_args
+
 __all__ = ["CheckedAggregator", "update_problems", "MAX_LISTED"]
 
 MAX_LISTED = 3  # keys named in one message
@@ -101,18 +103,19 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
     """
 
     def __init__(self, method: str = "none", privacy: dict[str, Any] | None = None, persistor_id: str = "persistor",
-                 max_num_samples: int = 0, **kwargs) -> None:
+                 max_num_samples: int = 0, expected_data_kind: str = DataKind.WEIGHT_DIFF, **kwargs) -> None:
         from fedgin.flare.privacy import excluded_pattern
         from fedgin.engine.methods import get_method
 
-        kwargs.setdefault("expected_data_kind", DataKind.WEIGHT_DIFF)
-        super().__init__(**kwargs)
+        super().__init__(expected_data_kind=expected_data_kind, **kwargs)
         self.batch_norm = get_method(method).batch_norm  # raises on an unknown method
         self.excluded = excluded_pattern(privacy)
         self.persistor_id = persistor_id
         self.max_num_samples = int(max_num_samples or 0)
         self._optional: set[str] | None = None
         self.rejected: list[dict[str, Any]] = []
+        keep_job_args(self, method=method, privacy=privacy, persistor_id=persistor_id,
+                      max_num_samples=self.max_num_samples, expected_data_kind=expected_data_kind)
 
     def _optional_keys(self, fl_ctx: FLContext) -> set[str]:
         if self._optional is None:

@@ -35,6 +35,7 @@ from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
+from fedgin.common.job_args import keep_job_args
 from fedgin.engine.precision import precision_name
 from fedgin.engine import NonFiniteLossError, TrainConfig
 
@@ -110,6 +111,10 @@ class FedGINExecutor(Executor):
         self.site = None
         self.sender = None
         self.init_error: str | None = None
+        keep_job_args(self, classes=self.classes, train=dict(train or {}), local_epochs=local_epochs,
+                      local_steps=local_steps, data_root=data_root, datalist=datalist,
+                      validation_split=validation_split, device=device, analytic_sender_id=analytic_sender_id,
+                      share_local_model=share_local_model, start_round=start_round)
 
     # ------------------------------------------------------------------ setup
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
@@ -186,7 +191,7 @@ class FedGINExecutor(Executor):
             return make_reply(ReturnCode.TASK_ABORTED)
         try:
             if task_name == AppConstants.TASK_TRAIN:
-                return self._train(shareable, fl_ctx, abort_signal)
+                return self._train_task(shareable, fl_ctx, abort_signal)
             if task_name == AppConstants.TASK_VALIDATION:
                 return self._validate(shareable, fl_ctx)
             if task_name == AppConstants.TASK_SUBMIT_MODEL:
@@ -210,7 +215,7 @@ class FedGINExecutor(Executor):
             raise ValueError(f"expected {DataKind.WEIGHTS}, got {dxo.data_kind}")
         return dxo.data
 
-    def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+    def _train_task(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         t_task = time.perf_counter()
         rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
         num = shareable.get_header(AppConstants.NUM_ROUNDS)

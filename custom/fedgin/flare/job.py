@@ -1,91 +1,47 @@
-"""Build a runnable FLARE job from the one job definition in ``jobs/fedgin`` plus values.
+"""FedGIN jobs from values: checked, then built as an NVFlare Job API recipe (``fedgin.flare.recipe``).
 
-A job variant (method, rounds, classes, model size, data location) is a set of values written into the top-level
-variables of ``config_fed_server.json`` / ``config_fed_client.json``; no JSON tree is copied by hand. The
-``fedgin`` package is copied into ``app/custom/`` (NVFlare 2.9 BYOC: custom code must physically be there; a
-symlink would arrive empty), so the job runs on sites that have only nvflare, torch and monai installed.
+A job variant (method, rounds, classes, model size, data location) is a set of values; ``job_values`` checks them
+against ``JOB_DEFAULTS`` (types, ranges, the sites' ``TrainConfig``) before anything is built, ``make_recipe``
+builds the ``FedGINRecipe`` that ``SimEnv``/``ProdEnv`` run, and ``build_job`` exports it as a job folder for
+``nvflare simulator`` or ``nvflare job submit``. With ``code="job"`` the whole ``fedgin`` package travels in the
+job's ``app/custom/`` (NVFlare 2.9 BYOC: custom code must physically be there; a symlink would arrive empty), so
+the job runs on sites that have only nvflare, torch and monai installed.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import fedgin
 from fedgin.common.options import OptionError, check_range, check_type
+from fedgin.flare.recipe import TRAIN_VARIABLES
 
-__all__ = ["default_template", "settable_variables", "build_job", "check_job_values", "task_from_sites",
-           "task_from_datalists", "STRUCTURAL_KEYS"]
-
-STRUCTURAL_KEYS = {"format_version", "components", "workflows", "executors", "task_data_filters",
-                   "task_result_filters", "server"}
-CONFIG_FILES = ("config_fed_server.json", "config_fed_client.json")
+__all__ = ["settable_variables", "job_values", "make_recipe", "build_job", "export_recipe", "check_job_values", "task_from_sites",
+           "task_from_datalists"]
 
 
-def default_template() -> Path:
-    """``jobs/fedgin`` of the repository this package was installed from (editable install)."""
-    path = Path(fedgin.__file__).resolve().parents[2] / "jobs" / "fedgin"
-    if not (path / "meta.json").is_file():
-        raise FileNotFoundError(f"job template not found at {path}; pass the path of jobs/fedgin explicitly")
-    return path
+def settable_variables() -> dict[str, Any]:
+    """Every job value with its default (``fedgin.flare.recipe.JOB_DEFAULTS``)."""
+    from fedgin.flare.recipe import JOB_DEFAULTS
+
+    return {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+            for k, v in JOB_DEFAULTS.items()}
 
 
-def _configs(job: Path) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name in CONFIG_FILES:
-        f = job / "app" / "config" / name
-        try:
-            out[name] = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{f}: cannot read job config: {e}") from e
-    return out
+def job_values(values: dict[str, Any] | None = None, resume_from: str | Path | None = None) -> dict[str, Any]:
+    """The defaults overridden by ``values``, checked, with what follows from them (``num_classes``; DSBN's
+    ``domains``; ``start_round``/``num_rounds``/``resume_from`` of a resumed run).
 
-
-def settable_variables(template: str | Path | None = None) -> dict[str, Any]:
-    """Top-level variables of the job's configs with their template values (shared keys must agree)."""
-    template = Path(template) if template else default_template()
-    values: dict[str, Any] = {}
-    for name, cfg in _configs(template).items():
-        for k, v in cfg.items():
-            if k in STRUCTURAL_KEYS:
-                continue
-            if k in values and values[k] != v:
-                raise ValueError(f"{template}: variable {k!r} differs between the server and client configs")
-            values[k] = v
-    return values
-
-
-def build_job(output: str | Path, values: dict[str, Any] | None = None, template: str | Path | None = None,
-              name: str | None = None, code: str = "job", resume_from: str | Path | None = None) -> Path:
-    """Write a runnable job folder.
-
-    Args:
-        output: job folder to create (replaced if it holds an earlier job, refused if it holds anything else).
-        values: variable → value; ``classes`` also sets ``num_classes``. Unknown variables raise ``ValueError``.
-        template: the job definition (default ``jobs/fedgin``).
-        name: job name in ``meta.json``.
-        code: ``job`` copies the ``fedgin`` package into ``app/custom/`` (bring-your-own-code: the simulator);
-            ``site`` writes no code: every participant runs its installed ``fedgin`` and allow-lists its classes
-            (POC and production, see ``fedgin.flare.site_policy``).
-        resume_from: a global model file of an earlier run of this job (``FL_global_model.pt``, which records its
-            round r): the new job starts from it at round r + 1 and runs up to ``num_rounds`` in total. The file
-            is copied into ``app/config/`` so that the job carries it to the server.
-
-    Returns:
-        The job folder, ready for ``nvflare simulator`` or ``nvflare job submit``.
+    Raises:
+        ValueError: an unknown variable, method or privacy filter, a bad type or range (``OptionError``), or a
+            resume file that does not fit.
     """
-    if code not in ("job", "site"):
-        raise ValueError(f"code must be 'job' or 'site', not {code!r}")
-    template = Path(template) if template else default_template()
-    output = Path(output)
+    known = settable_variables()
     values = dict(values or {})
-    known = settable_variables(template)
-    if "classes" in values:
-        values["num_classes"] = len(values["classes"])
-    if "share_local_models" in values:  # the server's cross-site evaluation asks for local models only if shared
-        values["submit_model_task"] = "submit_model" if values["share_local_models"] else ""
+    values.pop("num_classes", None)  # follows from classes
     if "privacy" in values:
         from fedgin.flare.privacy import check_privacy
 
@@ -94,47 +50,76 @@ def build_job(output: str | Path, values: dict[str, Any] | None = None, template
     if unknown:
         raise ValueError(f"unknown job variable(s) {unknown}; settable: {sorted(known)}")
     values = check_job_values(values, known)
-    if "method" in values:
-        from fedgin.engine.methods import model_domains
+    merged = {**known, **values}
+    from fedgin.engine.methods import model_domains
 
-        domains = model_domains(values["method"])  # raises on an unknown method
-        if domains and not values.get("domains"):
-            values["domains"] = domains  # DSBN: one batch-norm branch per modality
-    resume = _resume_values(Path(resume_from), {**known, **values}) if resume_from else None
-    if resume:
-        values.update(resume)
-    if output.exists():
-        if not (output / "meta.json").is_file():
-            raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
-        shutil.rmtree(output)
-    tmp = output.with_name(output.name + ".building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(template, tmp, ignore=shutil.ignore_patterns("custom", "__pycache__"))
-    for fname, cfg in _configs(tmp).items():
-        for k, v in values.items():
-            if k in cfg:
-                cfg[k] = v
-        (tmp / "app" / "config" / fname).write_text(json.dumps(cfg, indent=2) + "\n")
-    meta = json.loads((tmp / "meta.json").read_text())
-    if name:
-        meta["name"] = name
-    if "min_clients" in values:
-        meta["min_clients"] = values["min_clients"]
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    domains = model_domains(merged["method"])  # raises on an unknown method
+    if domains and not merged["domains"]:
+        merged["domains"] = domains  # DSBN: one batch-norm branch per modality
+    merged["num_classes"] = len(merged["classes"])
+    if resume_from:
+        merged.update(_resume_values(Path(resume_from), merged))
+    return merged
+
+
+def make_recipe(values: dict[str, Any] | None = None, name: str = "fedgin", code: str = "job",
+                resume_from: str | Path | None = None):
+    """The ``FedGINRecipe`` of these values (see ``build_job`` for ``code`` and ``resume_from``)."""
+    from fedgin.flare.recipe import FedGINRecipe
+
+    if code not in ("job", "site"):
+        raise ValueError(f"code must be 'job' or 'site', not {code!r}")
+    recipe = FedGINRecipe(job_values(values, resume_from), name=name)
+    job = recipe._job  # noqa: SLF001 -- the recipe's FedJob; Recipe has no public accessor in 2.9
+    if resume_from:
+        job.add_file_to_server(str(Path(resume_from).resolve()), app_folder_type="config")
     if code == "job":
-        pkg = Path(fedgin.__file__).resolve().parent
-        shutil.copytree(pkg, tmp / "app" / "custom" / "fedgin",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if resume:
-        from fedgin.flare.persistor import RESUME_FILE
+        job.add_file_to_clients(str(Path(fedgin.__file__).resolve().parent), dest_dir="fedgin")
+        job.add_file_to_server(str(Path(fedgin.__file__).resolve().parent), dest_dir="fedgin")
+    return recipe
 
-        shutil.copyfile(resume_from, tmp / "app" / "config" / RESUME_FILE)
-    tmp.rename(output)
+
+def build_job(output: str | Path, values: dict[str, Any] | None = None, name: str | None = None,
+              code: str = "job", resume_from: str | Path | None = None) -> Path:
+    """Write a runnable job folder (the recipe's export).
+
+    Args:
+        output: job folder to create (replaced if it holds an earlier job, refused if it holds anything else).
+        values: variable -> value (``settable_variables`` lists them); unknown variables raise ``ValueError``.
+        name: job name in ``meta.json`` (default: the folder's name).
+        code: ``job`` puts the ``fedgin`` package into ``app/custom/`` (bring-your-own-code: the simulator);
+            ``site`` writes no code: every participant runs its installed ``fedgin`` and allow-lists its classes
+            (POC and production, see ``fedgin.flare.site_policy``).
+        resume_from: a global model file of an earlier run of this job (``FL_global_model.pt``, which records its
+            round r): the new job starts from it at round r + 1 and runs up to ``num_rounds`` in total. The file
+            travels in the job's ``app/config/``.
+
+    Returns:
+        The job folder, ready for ``nvflare simulator`` or ``nvflare job submit``.
+    """
+    output = Path(output)
+    return export_recipe(make_recipe(values, name=name or Path(output).name, code=code, resume_from=resume_from),
+                         output)
+
+
+def export_recipe(recipe, output: str | Path) -> Path:
+    """Write ``recipe``'s job folder at ``output`` (replacing an earlier job there, refusing anything else)."""
+    output = Path(output)
+    if output.exists() and not (output / "meta.json").is_file():
+        raise FileExistsError(f"{output} exists and is not a job folder; refusing to overwrite it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+        recipe.export(tmp)
+        built = Path(tmp) / recipe.name
+        for cache in list(built.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        if output.exists():
+            shutil.rmtree(output)
+        built.rename(output)
     return output
 
 
-#: variable -> check_range arguments (types come from the template's values)
+#: variable -> check_range arguments (types come from the defaults' values)
 _RANGES: dict[str, dict[str, Any]] = {
     "min_clients": {"low": 1}, "num_rounds": {"low": 1}, "num_classes": {"low": 1}, "local_epochs": {"low": 0},
     "local_steps": {"low": 0}, "max_num_samples": {"low": 0}, "start_round": {"low": 0},
@@ -143,13 +128,6 @@ _RANGES: dict[str, dict[str, Any]] = {
 }
 _KINDS = {"clip_percentiles": "optional_float_list", "spacing_mm": "float_list", "size_px": "int_list",
           "classes": "str_list"}
-
-
-#: the ``TrainConfig`` fields that are job variables of the same name: all of them but ``model``, whose fields
-#: are job variables too (``channels``, ``strides``, ...)
-TRAIN_VARIABLES = ("method", "augment_args", "batch_size", "lr", "weight_decay", "plateau_factor", "plateau_patience",
-                   "min_lr", "lambda_dice", "lambda_focal", "focal_gamma", "loss_variant", "consistency_weight",
-                   "sampler", "amp", "channels_last", "seed", "eval_batch_size")
 
 
 def train_job_values(train: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +140,7 @@ def train_job_values(train: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
-    """Types (those of the template's values), ranges and consistency of job variables, before anything is
+    """Types (those of the defaults), ranges and consistency of job variables, before anything is
     written; the sites' training values go through ``TrainConfig.from_dict``, the one check of training values.
 
     Raises:
@@ -193,6 +171,10 @@ def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str,
         raise OptionError("job variables local_epochs and local_steps: a round would train nothing (give "
                           f"local_epochs >= 1 or local_steps >= 1, got {merged['local_epochs']} and "
                           f"{merged['local_steps']})")
+    from fedgin.flare.recipe import TRACKING
+
+    if merged["tracking"] not in TRACKING:
+        raise OptionError(f"job variable tracking: one of {', '.join(TRACKING)}, got {merged['tracking']!r}")
     device = merged["device"]
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")
@@ -210,7 +192,7 @@ def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
         ValueError: not a FedGIN global model, a model of another shape than the job's, or no round left.
     """
     from fedgin.engine.model import SegUNet
-    from fedgin.flare.persistor import RESUME_FILE, read_round
+    from fedgin.flare.persistor import read_round
 
     record = read_round(path)
     args = {k: values[k] for k in ("num_classes", "channels", "strides", "num_res_units", "norm", "dropout",
@@ -225,7 +207,7 @@ def _resume_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     if start >= total:
         raise ValueError(f"{path}: holds the model after round {start} and the job has {total} rounds: nothing "
                          "left to run (raise --rounds)")
-    return {"start_round": start, "num_rounds": total - start, "resume_from": RESUME_FILE}
+    return {"start_round": start, "num_rounds": total - start, "resume_from": path.name}
 
 
 def task_from_sites(data_root: Path, values: dict, sites: list[str] | None = None) -> dict:

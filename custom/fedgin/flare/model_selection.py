@@ -1,6 +1,6 @@
 """Best-model selection at the server: on the sites' validation Dice (default) or on a held-out site's data.
 
-``FedGINModelSelector`` replaces NVFlare's ``IntimeModelSelector`` in ``jobs/fedgin``:
+``FedGINModelSelector`` replaces NVFlare's ``IntimeModelSelector`` in the FedGIN job:
 
 - ``heldout_datalist`` empty (default): it *is* ``IntimeModelSelector``: the best global model is chosen on the
   sample-weighted mean of the Dice that each training site reports for the incoming global model.
@@ -31,6 +31,8 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 from nvflare.app_common.widgets.intime_model_selector import IntimeModelSelector
+
+from fedgin.common.job_args import keep_job_args
 
 __all__ = ["FedGINModelSelector", "HELDOUT_LOG"]
 
@@ -70,6 +72,9 @@ class FedGINModelSelector(IntimeModelSelector):
         self.best = -math.inf
         self.history: list[dict[str, Any]] = []
         self.log_path: Path | None = None
+        keep_job_args(self, heldout_datalist=self.heldout_datalist, heldout_split=heldout_split,
+                      classes=self.classes, model=self.model_values, device=device, aggregator_id=aggregator_id,
+                      weigh_by_local_iter=weigh_by_local_iter)
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         if not self.heldout_datalist:

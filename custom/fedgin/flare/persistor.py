@@ -18,10 +18,11 @@ from nvflare.app_common.abstract.model import ModelLearnable
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 
-__all__ = ["RoundPersistor", "ROUND_KEY", "RESUME_FILE", "read_round"]
+from fedgin.common.job_args import keep_job_args
+
+__all__ = ["RoundPersistor", "ROUND_KEY", "read_round"]
 
 ROUND_KEY = "fedgin_round"
-RESUME_FILE = "resume_model.pt"  # where build_job puts the checkpoint, inside app/config/
 
 
 def read_round(path: str | Path) -> dict[str, Any]:
@@ -49,13 +50,16 @@ class RoundPersistor(PTFileModelPersistor):
         meta: what prediction needs besides the network (``classes``, ``size_px``, ``spacing_mm``,
             ``clip_percentiles``), written into every model file with ``format`` = ``fedgin-model/1`` and the
             network's own ``model_config`` so that ``fedgin predict``/``evaluate`` read the file alone.
-        **kwargs: ``PTFileModelPersistor`` arguments (``model``, file names, ...).
+        model: the network (``torch.nn.Module``, or its ``{"path", "args"}`` in a config job).
+        **kwargs: the other ``PTFileModelPersistor`` arguments (file names, ...).
     """
 
-    def __init__(self, resume_from: str = "", meta: dict[str, Any] | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, model: Any = None, resume_from: str = "", meta: dict[str, Any] | None = None,
+                 **kwargs) -> None:
+        super().__init__(model=model, **kwargs)
         self.resume_from = str(resume_from or "")
         self.meta = dict(meta or {})
+        keep_job_args(self, model=model, resume_from=self.resume_from, meta=self.meta)
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         if self.resume_from and not self.source_ckpt_file_full_name:

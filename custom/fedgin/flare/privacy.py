@@ -32,6 +32,8 @@ from nvflare.app_common.filters.exclude_vars import ExcludeVars
 from nvflare.app_common.filters.percentile_privacy import PercentilePrivacy
 from nvflare.app_common.filters.svt_privacy import SVTPrivacy
 
+from fedgin.common.job_args import keep_job_args
+
 __all__ = ["PrivacyFilter", "FILTERS", "excluded_pattern", "check_privacy"]
 
 FILTERS = {"exclude": ExcludeVars, "percentile": PercentilePrivacy, "svt": SVTPrivacy}
@@ -73,6 +75,7 @@ class PrivacyFilter(Filter):
         self.kind, args = check_privacy(privacy)  # fails at job load on a bad value
         self.inner = FILTERS[self.kind](**args, data_kinds=[DataKind.WEIGHT_DIFF]) if self.kind != "none" else None
         self.description = "none" if self.inner is None else f"{self.kind} {args}"
+        keep_job_args(self, privacy=privacy)
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         if self.inner is None:

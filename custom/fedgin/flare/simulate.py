@@ -1,21 +1,27 @@
-"""Run a job in the real ``nvflare simulator`` (a subprocess) and check what it produced.
+"""Run a FedGIN job in NVFlare's simulator and check what it produced.
 
-The simulator exits 0 even when a client crashes, so success is judged on its artifacts: the global model, the
-cross-site results and logs free of tracebacks.
+A ``FedGINRecipe`` runs through NVFlare 2.9's ``SimEnv`` (``recipe.execute``); an exported job folder (for example
+one a test altered) runs in the same simulator process NVFlare's ``SimEnv`` starts. Either way the simulator's
+output goes to a log file, its round lines are echoed, and success is judged on the artifacts as well as on the
+exit status ``SimEnv`` reports: the simulator exits 0 even when a client crashes (the global model, the cross-site
+results and logs free of tracebacks are checked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
-__all__ = ["SimulationResult", "run_simulator", "find_artifacts", "SimulationError", "nvflare_command",
+__all__ = ["SimulationResult", "run_simulator", "find_artifacts", "SimulationError", "nvflare_command", "simulator_policy",
+           "mlflow_store",
            "threads_per_process"]
 
 PROGRESS = re.compile(r"(round \d+/\d+: .*|Round \d+ started\.|cross.?site.*validat.*|validated model of .*|"
@@ -59,9 +65,11 @@ class SimulationResult(dict):
 
 
 def find_artifacts(workspace: str | Path) -> SimulationResult:
+    """The artifacts' paths in a simulator workspace (``<workspace>/server/simulate_job/...``)."""
     ws = Path(workspace)
     app = ws / "server" / "simulate_job" / "app_server"
     return SimulationResult(
+        workspace=ws,
         global_model=app / "FL_global_model.pt",
         best_model=app / "best_FL_global_model.pt",
         cross_site=ws / "server" / "simulate_job" / "cross_site_val" / "cross_val_results.json",
@@ -70,8 +78,102 @@ def find_artifacts(workspace: str | Path) -> SimulationResult:
     )
 
 
+class _Progress(threading.Thread):
+    """Echoes the progress lines a growing log file gains, until stopped; kills the simulator's processes once
+    ``timeout`` seconds have passed."""
+
+    def __init__(self, log: Path, echo: Callable[[str], None] | None, timeout: float | None) -> None:
+        super().__init__(daemon=True)
+        self.log, self.echo, self.timeout = log, echo, timeout
+        self.t0, self.seen, self.timed_out = time.perf_counter(), 0, False
+        self.done = threading.Event()
+
+    def _poll(self) -> None:
+        if not self.log.is_file():
+            return
+        with open(self.log, errors="replace") as f:
+            f.seek(self.seen)
+            text = f.read()
+        complete = text[:text.rfind("\n") + 1]
+        self.seen += len(complete.encode())
+        for line in complete.splitlines():
+            m = PROGRESS.search(line)
+            if m and self.echo is not None:
+                self.echo(f"  [{time.perf_counter() - self.t0:6.0f} s] {m.group(1).strip()}")
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            self._poll()
+            if self.timeout and time.perf_counter() - self.t0 > self.timeout and not self.timed_out:
+                self.timed_out = True
+                _kill_children()
+        self._poll()
+
+
+def mlflow_store(workspace: str | Path) -> str:
+    """The MLflow tracking URI NVFlare's ``MLflowReceiver`` writes to when the job gives none: the store in the
+    server's run folder of a simulator workspace."""
+    run = Path(workspace) / "server" / "simulate_job"
+    found = sorted(run.rglob("mlflow.db")) or sorted(run.rglob("mlruns"))
+    if not found:
+        raise FileNotFoundError(f"{run}: no MLflow store (was the job run with tracking mlflow or both?)")
+    f = found[0]
+    return f"sqlite:///{f}" if f.suffix == ".db" else f.resolve().as_uri()
+
+
+def _kill_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path, env: dict[str, str]) -> Iterator[Callable[[str], None]]:
+    """Send this process's file descriptors 1 and 2 (which the simulator's processes inherit) to ``log_path`` and
+    set ``env`` in ``os.environ`` while inside; yields a writer to the real standard output."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    old_env = {k: os.environ.get(k) for k in env}
+    real = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    os.environ.update(env)
+    try:
+        yield lambda line: print(line, file=real, flush=True)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        real.close()
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def simulator_policy(ws: Path) -> None:
+    """The sites' and the server's class allow-list (``fedgin.flare.site_policy``) in the simulator workspace's
+    ``local/resources.json``: ``SimEnv`` would otherwise install NVFlare's default list, which names no fedgin
+    class."""
+    import json
+
+    from fedgin.flare.site_policy import allow_list
+
+    local = ws / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    classes = sorted(set(allow_list("server")) | set(allow_list("client")))
+    (local / "resources.json").write_text(json.dumps({"format_version": 2, "class_allow_list": classes}, indent=2))
+
+
 def run_simulator(
-    job: str | Path,
+    job: Any,
     workspace: str | Path,
     clients: list[str],
     threads: int | None = None,
@@ -80,43 +182,61 @@ def run_simulator(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
 ) -> SimulationResult:
-    """``nvflare simulator JOB -w WORKSPACE -c CLIENTS -t THREADS``, streaming its progress lines to ``echo``.
+    """Run ``job`` (a ``FedGINRecipe``, through ``SimEnv``; or an exported job folder) with these clients, at most
+    ``threads`` of them at a time, streaming its round lines to ``echo``.
+
+    The simulator's workspace is ``<workspace>/<job name>`` (``SimEnv``'s layout; a folder's name is its job
+    name), returned as ``result["workspace"]``; ``workspace`` is emptied first.
 
     Raises:
-        SimulationError: non-zero exit, missing global model or cross-site results, or a Traceback in a log.
+        SimulationError: a failed run, a timeout, a missing global model or cross-site results, or a Traceback in
+            a log.
     """
-    ws = Path(workspace)
-    if ws.exists():
-        shutil.rmtree(ws)
-    ws.mkdir(parents=True)
-    log_path = Path(log_file) if log_file else ws.parent / f"{ws.name}_simulator.log"
-    cmd = nvflare_command("simulator", str(job), "-w", str(ws), "-c", ",".join(clients), "-t",
-                          str(threads or len(clients)))
-    run_env = {**os.environ, **(env or {})}
-    warning = oversubscription(run_env.get("OMP_NUM_THREADS"), threads or len(clients))
+    root = Path(workspace)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    folder = None if hasattr(job, "execute") else Path(job)
+    name = folder.name if folder is not None else job.name
+    ws = root / name
+    log_path = Path(log_file) if log_file else root.parent / f"{root.name}_simulator.log"
+    log_path.write_text("")
+    n = threads or len(clients)
+    run_env = {**(env or {})}
+    warning = oversubscription(run_env.get("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS")), n)
     if warning and echo is not None:
         echo(warning)
-    run_env.setdefault("OMP_NUM_THREADS", threads_per_process(threads or len(clients)))  # parallel clients
+    if "OMP_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in run_env:
+        run_env["OMP_NUM_THREADS"] = threads_per_process(n)  # parallel clients share the cores
+    progress = _Progress(log_path, echo, timeout)
     t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=run_env)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if echo is not None:
-                m = PROGRESS.search(line)
-                if m:
-                    echo(f"  [{time.perf_counter() - t0:6.0f} s] {m.group(1).strip()}")
-            if timeout and time.perf_counter() - t0 > timeout:
-                proc.kill()
-                raise SimulationError(f"simulator exceeded {timeout} s; log: {log_path}")
-        rc = proc.wait()
+    failure = None
+    if folder is not None:
+        progress.start()
+        with open(log_path, "ab") as log:
+            cmd = [sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(folder), "-w", str(ws),
+                   "-c", ",".join(clients), "-t", str(n)]
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **run_env}).returncode
+        failure = f"exit code {rc}" if rc != 0 else None
+    else:
+        from nvflare.recipe import SimEnv
+
+        simulator_policy(ws)
+        with _output_to(log_path, run_env) as real_echo:
+            progress.echo = (lambda line: real_echo(line)) if echo is print else echo
+            progress.start()
+            try:
+                job.execute(SimEnv(clients=list(clients), num_threads=n, workspace_root=str(root)))
+            except RuntimeError as e:  # SimEnv: the simulator process failed
+                failure = str(e).splitlines()[0]
+    progress.done.set()
+    progress.join()
     res = find_artifacts(ws)
     res["simulator_log"] = log_path
     res["seconds"] = time.perf_counter() - t0
-    problems = []
-    if rc != 0:
-        problems.append(f"exit code {rc}")
+    problems = [f"exceeded {timeout} s"] if progress.timed_out else []
+    if failure:
+        problems.append(failure)
     for key in ("global_model", "cross_site"):
         if not Path(res[key]).is_file():
             problems.append(f"missing {res[key]}")

@@ -30,12 +30,13 @@ __all__ = [
     "RIGHTS",
 ]
 
-# Classes of jobs/fedgin that NVFlare's default allow-list lacks (exact paths, no package prefixes).
+# Classes of the FedGIN job (fedgin.flare.recipe) that NVFlare's default allow-list lacks (exact paths, no package prefixes).
 SERVER_CLASSES = (
     "fedgin.flare.persistor.RoundPersistor",
     "fedgin.engine.model.SegUNet",
     "fedgin.flare.aggregator.CheckedAggregator",
     "fedgin.flare.model_selection.FedGINModelSelector",
+    "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver",
 )
 CLIENT_CLASSES = (
     "fedgin.flare.executor.FedGINExecutor",

@@ -1,7 +1,7 @@
 """Training curves of finished runs, read back from their TensorBoard event files, as one PNG.
 
 A run folder (a ``cell`` of ``compare`` or of an experiment) holds either ``train/tb/`` (local and centralized
-training: ``val/dice`` and ``train/loss`` per evaluation chunk) or ``workspace/server/simulate_job/tb_events/<site>/``
+training: ``val/dice`` and ``train/loss`` per evaluation chunk) or ``workspace/<job>/server/simulate_job/tb_events/<site>/``
 (a federation: per round, each site's validation Dice of the incoming global model and its training loss, averaged
 here over the sites). Every run is drawn against the fraction of its budget done (rounds or epochs; all runs of a
 grid have the same budget), so local, centralized and federated runs share one axis.
@@ -44,7 +44,7 @@ def run_curves(cell: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"dice"|"loss": (fraction of the budget in (0, 1], value)} of one run folder; empty when it has no events."""
     cell = Path(cell)
     sources = [cell / "train" / "tb"] if (cell / "train" / "tb").is_dir() else sorted(
-        (cell / "workspace" / "server" / "simulate_job" / "tb_events").glob("*"))
+        (cell / "workspace").glob("*/server/simulate_job/tb_events/*"))
     series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"dice": [], "loss": []}
     for src in sources:
         scalars = read_scalars(src)
