@@ -11,6 +11,7 @@ Values are those of ``fedgin job`` (``fedgin.flare.recipe.JOB_DEFAULTS``); the r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from nvflare.recipe import SimEnv  # strips --export/--export-dir from sys.argv;
 
 from fedgin.common.options import set_item, set_values
 from fedgin.flare.job import make_recipe, settable_variables, task_from_sites
-from fedgin.flare.simulate import simulator_policy
+from fedgin.flare.simulate import simulator_policy, threads_per_process
 
 
 def main() -> int:
@@ -40,6 +41,8 @@ def main() -> int:
     recipe = make_recipe(values, name=a.name, code=a.code)
     workspace = Path(a.workspace).resolve()
     simulator_policy(workspace / a.name)  # the fedgin classes' allow-list (SimEnv's default names none)
+    # parallel clients share the cores: without this each starts one thread per core and runs 10-30x slower
+    os.environ.setdefault("OMP_NUM_THREADS", threads_per_process(len(clients)))
     run = recipe.execute(SimEnv(clients=clients, workspace_root=str(workspace)))
     print(f"job {run.get_job_id()} finished; results under {run.get_result()}")
     return 0
