@@ -10,7 +10,7 @@ import numpy as np
 
 from fedgin.data.nifti import read_nifti_ras, voxel_spacing
 from fedgin.reporting.curves import read_scalars
-from fedgin.reporting.overlays import CLASS_COLORS, radiological
+from fedgin.reporting.overlays import class_legend, draw_slice
 
 __all__ = ["site_dice_png", "cases_png", "SITE_DICE_TAG"]
 
@@ -57,9 +57,6 @@ def cases_png(cases: Sequence[tuple[str, str | Path, str | Path, str | Path]], c
     from fedgin.reporting.figures import pyplot, save_png
 
     plt = pyplot()
-    from matplotlib.colors import ListedColormap  # after pyplot(): the Agg backend first
-
-    cmap = ListedColormap(CLASS_COLORS[: max(1, len(classes))])
     fig, axes = plt.subplots(len(cases), 3, figsize=(9.6, 3.3 * len(cases)), squeeze=False)
     for row, (title, image, truth, pred) in zip(axes, cases):
         vol = read_nifti_ras(image, dtype=np.float32)
@@ -71,13 +68,8 @@ def cases_png(cases: Sequence[tuple[str, str | Path, str | Path, str | Path]], c
         z = _best_slice(gt)
         lo, hi = np.percentile(vol.data, [1, 99])
         for ax, labels, name in zip(row, (None, gt, seg), ("image", "ground truth", "prediction")):
-            ax.imshow(radiological(vol.data[:, :, z]), cmap="gray", vmin=lo, vmax=hi, aspect=sy / sx)
-            if labels is not None:
-                lab = radiological(labels[:, :, z]).astype(float)
-                ax.imshow(np.ma.masked_where(lab == 0, lab - 1), cmap=cmap, vmin=0, vmax=max(1, len(classes)) - 1,
-                          alpha=0.5, interpolation="nearest", aspect=sy / sx)
+            draw_slice(ax, vol.data[:, :, z], None if labels is None else labels[:, :, z], len(classes), lo, hi,
+                       sy / sx, alpha=0.5)
             ax.set_title(f"{title}: {name} (slice {z})", fontsize=9)
-            ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[i % len(CLASS_COLORS)]) for i in range(len(classes))]
-    fig.legend(handles, classes, loc="lower center", ncol=len(classes), fontsize=8, frameon=False)
+    class_legend(fig, classes)
     return save_png(fig, output, dpi=100, rect=(0, 0.05, 1, 1))
