@@ -198,6 +198,34 @@ def precision_speedup(device: str, repeats: int) -> dict:
     return {"device": str(dev), "cpu_bf16_flags": list(cpu_bf16_flags()), "sizes": out, "repeats": repeats}
 
 
+def round_rows(ws: Path, sites: list[str]) -> list[dict]:
+    """Per round after the first (which includes start-up): the server's round wall time (``Round r started`` to
+    ``finished``) and the slowest site's task and training seconds (the executor's ``round r task done`` lines)."""
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+
+    def when(text):
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    server = (ws / "server" / "log.txt").read_text()
+    start = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) started\.", server, re.M)}
+    end = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) finished\.", server, re.M)}
+    tasks: dict[int, list[float]] = {}
+    train: dict[int, list[float]] = {}
+    for site in sites:
+        log = (ws / site / "log.txt").read_text()
+        for r, task, tr in re.findall(r"round (\d+) task done in ([\d.]+) s \(validation of the global model "
+                                      r"[\d.]+ s, training ([\d.]+) s\)", log):
+            tasks.setdefault(int(r) - 1, []).append(float(task))
+            train.setdefault(int(r) - 1, []).append(float(tr))
+    rows = []
+    for r in sorted(end):
+        if r == 0 or r not in tasks:
+            continue
+        rows.append({"round": r, "wall_s": end[r] - start[r], "max_site_task_s": max(tasks[r]),
+                     "max_site_training_s": max(train[r])})
+    return rows
+
+
 def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.0, channels: list[int] | None = None,
                     cases: int = 16) -> dict:
     """Rounds of the demo federation (or another size) in ``nvflare simulator``: round wall time against the
@@ -213,28 +241,7 @@ def federated_round(work: Path, rounds: int, size: int = 96, spacing: float = 4.
                        "channels": channels, "strides": [2] * (len(channels) - 1), "share_local_models": False})
     sim = run_simulator(job, work / "ws", list(SITES), echo=None)
     ws = sim["workspace"]
-    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
-
-    def when(text):
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-    server = (ws / "server" / "log.txt").read_text()
-    start = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) started\.", server, re.M)}
-    end = {int(r): when(t) for t, r in re.findall(stamp + r".*Round (\d+) finished\.", server, re.M)}
-    tasks: dict[int, list[float]] = {}
-    train: dict[int, list[float]] = {}
-    for site in SITES:
-        log = (ws / site / "log.txt").read_text()
-        for r, task, tr in re.findall(r"round (\d+) task done in ([\d.]+) s \(validation of the global model "
-                                      r"[\d.]+ s, training ([\d.]+) s\)", log):
-            tasks.setdefault(int(r) - 1, []).append(float(task))
-            train.setdefault(int(r) - 1, []).append(float(tr))
-    rows = []
-    for r in sorted(end):
-        if r == 0 or r not in tasks:
-            continue  # round 0 includes start-up (data loading, first forward passes)
-        wall = end[r] - start[r]
-        rows.append({"round": r, "wall_s": wall, "max_site_task_s": max(tasks[r]), "max_site_training_s": max(train[r])})
+    rows = round_rows(ws, list(SITES))
     audit = [json.loads(x) for x in (ws / "site-ct" / "simulate_job" / "outgoing_audit.jsonl")
              .read_text().splitlines()]
     sent = [r["serialized_bytes"] for r in audit if r["task"] == "train"]

@@ -49,6 +49,9 @@ def test_compare_writes_report_and_resumes(toy_sites, tmp_path, capsys):
     stats = list(csv.DictReader(open(out / "stats.csv")))
     assert {r["metric"] for r in stats} == {"dice", "hd95_mm", "nsd"} and all(r["p"] == "" for r in stats)
     assert (out / "dice.png").stat().st_size > 5000
+    # the demo's per-round Dice picture, for the grid's first federated cell (no gin in this grid: fmaug); the toy
+    # caches have no source scans, so no case picture (test_demo.py checks that one)
+    assert (out / "dice_per_round_fmaug.png").stat().st_size > 5000 and not (out / "cases_fmaug.png").exists()
     assert all(r["nsd"] == "" or 0 <= float(r["nsd"]) <= 1 for r in rows) and any(r["hd95_mm"] for r in rows)
     boundary = (out / "boundary.md").read_text()
     assert "CT disc HD95 mm / NSD" in boundary and sum(line.startswith("|") for line in boundary.splitlines()) == 6
@@ -231,3 +234,32 @@ def test_late_gain_tells_a_rising_curve_from_a_flat_one():
     assert late_gain(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])) == pytest.approx(0.2)  # (0.75) - (0.55)
     assert late_gain(np.array([0.1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])) == pytest.approx(0.0)
     assert np.isnan(late_gain(np.array([0.5, 0.6, 0.7])))  # under 4 points: no quarter to compare
+
+
+def test_federated_optimisers_are_grid_rows_with_job_values_and_tracking(toy_sites, tmp_path, capsys):
+    """``gin+fedprox`` is a federated-only row; ``job`` values reach the federated cell (here MLflow tracking,
+    which is no grid parameter: another tracking resumes the grid) while a job value that changes results is one."""
+    from fedgin.experiments.compare import default_methods
+    from fedgin.flare.simulate import mlflow_store
+
+    assert default_methods()[-3:] == ["gin+fedprox", "gin+fedopt", "gin+scaffold"]
+    assert ("centralized", "gin+fedprox") not in grid(["gin+fedprox"], ["centralized", "federated"])
+    out = tmp_path / "cmp"
+    args = dict(rounds=1, channels=[8, 16, 32])
+    run_grid(toy_sites, out, ["gin+fedprox"], ["centralized", "federated"], job={"tracking": "mlflow"}, **args)
+    assert [p.name for p in (out / "runs").iterdir()] == ["federated__gin+fedprox__seed0"]
+    assert "| federated | gin+fedprox |" in (out / "table.md").read_text()
+    ws = next((out / "runs" / "federated__gin+fedprox__seed0" / "workspace").iterdir())
+    assert mlflow_store(ws).startswith("sqlite:") and not list(ws.glob("server/simulate_job/tb_events"))
+    from fedgin.reporting.run_figures import site_dice_series
+
+    series = site_dice_series(ws)  # without TensorBoard: read back from MLflow, one series per site
+    assert sorted(series) == ["site-ct", "site-mri"] and all(len(v[1]) == 1 for v in series.values())
+    assert (out / "dice_per_round_gin_fedprox.png").is_file()
+    capsys.readouterr()
+    run_grid(toy_sites, out, ["gin+fedprox"], ["federated"], job={"tracking": "tensorboard"}, **args)
+    assert "done before, kept" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="other parameters.*job"):
+        run_grid(toy_sites, out, ["gin+fedprox"], ["federated"], job={"lr": 0.001}, **args)
+    with pytest.raises(ValueError, match="unknown job variable"):
+        run_grid(toy_sites, out, ["gin+fedprox"], ["federated"], job={"server_optimiser": {}}, **args)

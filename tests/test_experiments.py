@@ -37,6 +37,9 @@ def test_abdomen_crossmodality_tiny(tmp_path, capsys):
     fed = json.loads((out / "grid" / "liver" / "runs" / "federated__none__seed0" / "result.json").read_text())
     assert fed["classes"] == ["liver"]  # one binary model per organ
     assert (out / "dice.png").is_file() and (out / "ratios.csv").is_file()
+    for organ in ("liver", "spleen"):  # the demo's two pictures, per organ's grid, on the unseen test sets
+        assert (out / "grid" / organ / "dice_per_round_none.png").is_file()
+        assert (out / "grid" / organ / "cases_none.png").stat().st_size > 5000
     # a second call resumes: nothing is retrained
     capsys.readouterr()
     crossmodality(tmp_path / "x", cfg)
@@ -90,6 +93,9 @@ def test_heart_selects_on_the_heldout_half_and_tests_on_the_other(tmp_path):
     sites = (out / "sites.md").read_text()
     assert "held-out" in sites and sites.count("\n") == 2 + 4
     assert (out / "heldout_validation.png").stat().st_size > 5000
+    # the demo's two pictures: the training sites' Dice per round; a CT site's validation case and a held-out test case
+    assert (out / "dice_per_round_none.png").is_file() and (out / "cases_none.png").stat().st_size > 5000
+    assert len(list((out / "predictions_none").glob("*_seg.nii.gz"))) == 2
     job = json.loads((out / "runs" / "federated__none__seed0" / "job" / "app" / "config" / "config_fed_server.json")
                      .read_text())
     args = {c["id"]: c["args"] for c in job["components"] + job["workflows"]}

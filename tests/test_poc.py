@@ -20,7 +20,7 @@ yaml = pytest.importorskip("yaml")
 psutil = pytest.importorskip("psutil")
 
 from conftest import write_toy_site  # noqa: E402
-from fedgin.flare.job import build_job  # noqa: E402
+from fedgin.flare.job import build_job, make_recipe  # noqa: E402
 from fedgin.flare.persistor import read_round  # noqa: E402
 from fedgin.flare.poc import Poc, default_project  # noqa: E402
 from leak_checks import check_outgoing  # noqa: E402
@@ -107,10 +107,10 @@ def test_poc_federation_end_to_end_and_a_site_dying_mid_run(tmp_path):
         # last (with 0 its round-0 update could come after the other two and be ignored, and this test would wait
         # for it in vain)
         # the cross-site evaluation waits for the dead site only as long as its (short) timeouts say
-        job_b = poc.submit(build_job(tmp_path / "job_b", {**TINY, "num_rounds": 3, "min_clients": 2,
-                                                          "wait_time_after_min_received": 5,
-                                                          "cse_submit_model_timeout": 4, "cse_validation_timeout": 6},
-                                     code="site"))
+        # this one goes in as an NVFlare 2.9 recipe through ProdEnv (the first, a folder, through nvflare job submit)
+        job_b = poc.submit(make_recipe({**TINY, "num_rounds": 3, "min_clients": 2, "wait_time_after_min_received": 5,
+                                        "cse_submit_model_timeout": 4, "cse_validation_timeout": 6},
+                                       name="job_b", code="site"))
         server_log = poc.kit(state["server"]) / job_b / "log.txt"
         _wait_for(server_log, "Contribution from site-mri2 ACCEPTED by the aggregator at round 0.")
         assert _kill_site(poc, "site-mri2")

@@ -182,11 +182,17 @@ def test_job_components_are_on_each_kit_allow_list(provisioned, project, tmp_pat
     from fedgin.flare.job import build_job
 
     prod, _ = provisioned
-    config = build_job(tmp_path / "job", {"tracking": "both"}, code="site") / "app" / "config"  # every receiver
-    needed = {
-        "server": site_policy.job_component_paths(json.loads((config / "config_fed_server.json").read_text())),
-        "client": site_policy.job_component_paths(json.loads((config / "config_fed_client.json").read_text())),
-    }
+    needed = {"server": set(), "client": set()}
+    # every receiver, and the server components of each federated optimiser (FedOpt with a scheduler, SCAFFOLD)
+    for i, values in enumerate(({"tracking": "both"}, {"method": "gin+scaffold"},
+                                {"method": "gin+fedopt", "server_optimizer": {"path": "torch.optim.Adam"},
+                                 "server_lr_scheduler": {"path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                                                         "args": {"T_max": 10}}})):
+        config = build_job(tmp_path / f"job{i}", values, code="site") / "app" / "config"
+        for role in needed:
+            needed[role] |= site_policy.job_component_paths(json.loads((config / f"config_fed_{role}.json").read_text()))
+    assert {"fedgin.flare.server_optim.FedOptGenerator",
+            "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold"} <= needed["server"]
     assert any(c.startswith("fedgin.") for c in needed["server"]) and any(c.startswith("fedgin.") for c in
                                                                         needed["client"])
     for p in participants(project, "server") + participants(project, "client"):

@@ -6,13 +6,13 @@ import argparse
 
 
 def add_demo_arguments(s: argparse.ArgumentParser) -> None:
-    from fedgin.engine.methods import METHODS
+    from fedgin.engine.methods import method_names
     from fedgin.experiments.demo import DEMO_ORGANS
     from fedgin.common.options import (MAX_SIZE_PX, bounded_int, int_list, nonnegative_int, positive_float,
                                        positive_int)
 
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
-    s.add_argument("--method", default="gin", choices=sorted(METHODS), help="gin = FedGIN, none = plain FedAvg")
+    s.add_argument("--method", default="gin", choices=method_names(), metavar="METHOD", help="gin = FedGIN, none = plain FedAvg")
     s.add_argument("--rounds", type=positive_int, default=25, help="federated rounds (default 25; paper 100)")
     s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
                    default=16, help="phantom cases per site (default 16)")
@@ -29,7 +29,20 @@ def add_demo_arguments(s: argparse.ArgumentParser) -> None:
                         "fp16 on CUDA); fp32: full precision everywhere")
     s.add_argument("--threads", type=bounded_int(1, 64, " threads"), default=2,
                    help="clients run in parallel by the simulator")
-    s.add_argument("--tracking", choices=["tensorboard", "mlflow", "both"], default="tensorboard",
-                   help="where the sites' metrics go: TensorBoard (default), MLflow (NVFlare's MLflowReceiver; a "
-                        "file store in the run folder unless --tracking-uri), or both")
+    add_tracking_arguments(s)
+
+
+def add_tracking_arguments(s: argparse.ArgumentParser, default: str | None = "tensorboard") -> None:
+    """``--tracking`` and ``--tracking-uri`` (the job values ``tracking``, ``tracking_uri``) of the federated runs."""
+    s.add_argument("--tracking", choices=["tensorboard", "mlflow", "both"], default=default,
+                   help="where the federated runs' site metrics go: TensorBoard (default), MLflow (NVFlare's "
+                        "MLflowReceiver; a file store in each run's server folder unless --tracking-uri), or both")
     s.add_argument("--tracking-uri", default="", help="an MLflow tracking server (with --tracking mlflow|both)")
+
+
+def tracking_values(a: argparse.Namespace) -> dict:
+    """The job values of ``--tracking``/``--tracking-uri`` that were given."""
+    out = {"tracking": a.tracking} if a.tracking else {}
+    if a.tracking_uri:
+        out["tracking_uri"] = a.tracking_uri
+    return out

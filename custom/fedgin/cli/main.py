@@ -27,10 +27,20 @@ def add_nonfinite_option(s: argparse.ArgumentParser) -> None:
 
 
 def method_names() -> list[str]:
-    """Names of the methods (``fedgin.engine.methods.METHODS``: augmentations, ``fedbn``, ``dsbn``)."""
-    from fedgin.engine.methods import METHODS
+    """Names of the methods (``fedgin.engine.methods.method_names``: augmentations, ``fedbn``, ``dsbn``, ...,
+    each optionally with a federated optimiser: ``gin+fedprox``)."""
+    from fedgin.engine.methods import method_names as names
 
-    return sorted(METHODS)
+    return names()
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    """``methods`` if every one is a method (``get_method``), else ``ValueError`` naming the first bad one."""
+    from fedgin.engine.methods import get_method
+
+    for m in methods:
+        get_method(m)
+    return methods
 
 
 def layout_names() -> list[str]:
@@ -135,12 +145,13 @@ def _train_config(a: argparse.Namespace):
     if a.channels:
         values.setdefault("model", {})["channels"] = a.channels
         values["model"]["strides"] = [2] * (len(a.channels) - 1)
-    from fedgin.engine.methods import METHODS
+    from fedgin.engine.methods import get_method
 
     source = f"--config {a.config}" if a.config else "options"
-    if values.get("method", "gin") not in METHODS:
-        raise OptionError(f"{source}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
-    method = METHODS[values.get("method", "gin")]
+    try:
+        method = get_method(values.get("method", "gin"))
+    except ValueError as e:
+        raise OptionError(f"{source}: method: {e}") from None
     if method.domains:
         values.setdefault("model", {}).setdefault("domains", method.domains)
     if a.test_input is not None:
@@ -290,14 +301,9 @@ def _train_values(items: list[tuple[str, str]] | None) -> dict:
 def _cmd_compare(a: argparse.Namespace) -> int:
     from fedgin.experiments.compare import default_methods, run_grid
     from fedgin.experiments.demo import phantom_sites
-    from fedgin.engine.methods import METHODS
-
     from fedgin.experiments.compare import SETTINGS
 
-    methods = name_list(a.methods, "--methods") if a.methods is not None else default_methods()
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    methods = check_methods(name_list(a.methods, "--methods") if a.methods is not None else default_methods())
     settings = name_list(a.settings, "--settings")
     train = _train_values(a.train)
     if set(settings) - set(SETTINGS):
@@ -312,7 +318,12 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     else:  # the arguments are checked before any phantom is made
         datalists = phantom_sites(out / "phantom_data", a.cases, name_list(a.organs, "--organs"), a.spacing,
                                   a.size, a.seed, step="phantom data: ")
-    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seeds, test_input=a.test_input, train=train)
+    from fedgin.cli.demo import tracking_values
+    from fedgin.flare.job import settable_variables
+
+    job = {**set_values(a.job, settable_variables(), "--job"), **tracking_values(a)}
+    run_grid(datalists, out, methods, settings, a.rounds, a.channels, a.seeds, test_input=a.test_input, train=train,
+             job=job)
     print(f"report: {out / 'table.md'}, {out / 'stats.csv'}, {out / 'boundary.md'}, {out / 'dice.csv'}, "
           f"{out / 'ratios.csv'}, {out / 'dice.png'}")
     return 0
@@ -334,15 +345,15 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
             values[key] = getattr(a, key)
     if a.methods is not None:
         values["methods"] = name_list(a.methods, "--methods")
+    from fedgin.cli.demo import tracking_values
+
+    if tracking_values(a):
+        values["job"] = {**values.get("job", {}), **tracking_values(a)}
     if a.organs:
         if "organs" not in fields:
             raise ValueError(f"--organs: experiment {a.name} has fixed classes")
         values["organs"] = name_list(a.organs, "--organs")
-    from fedgin.engine.methods import METHODS
-
-    unknown = sorted(set(values.get("methods", [])) - set(METHODS))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    check_methods(values.get("methods", []))
     cfg = config_cls(**{**defaults, **values})
     sources = {src.name: src for src in map(parse_source, a.source or [])}
     out = Path(a.output or f"runs/{a.name}").resolve()
@@ -416,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
     s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s); several are pooled")
-    s.add_argument("--method", default=None, choices=method_names(), help="augmentation (default gin)")
+    s.add_argument("--method", default=None, choices=method_names(), metavar="METHOD", help="augmentation (default gin)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--steps", type=positive_int, help="number of optimisation steps")
     g.add_argument("--epochs", type=positive_int, help="number of epochs over the pooled training slices")
@@ -493,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("job", help="export the FedGIN job (NVFlare Job API recipe with these values, plus the fedgin code)")
     s.add_argument("--output", required=True, help="job folder to write")
-    s.add_argument("--method", choices=method_names(), help="augmentation on every site")
+    s.add_argument("--method", choices=method_names(), metavar="METHOD", help="augmentation on every site")
     s.add_argument("--rounds", type=positive_int, help="federated rounds")
     s.add_argument("--organs", type=_organs, help="classes of the task (must match the sites' datalists)")
     s.add_argument("--data-root", help="folder holding <site>/datalist.json (else $FEDGIN_DATA_ROOT)")
@@ -507,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a stopped run: its FL_global_model.pt (the job starts at the round after it; "
                         "--rounds is the total)")
     s.set_defaults(func=_cmd_job)
+
+    from fedgin.cli.demo import add_tracking_arguments
 
     s = sub.add_parser("compare", help="methods × settings grid (single-modality, centralized, federated)")
     s.add_argument("--output", default="runs/compare", help="grid folder (resumes what it finds there)")
@@ -534,9 +547,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-input", default="raw", choices=["raw", "reference"],
                    help="raw (default) or each method's reference test-time filter (FreeSDG, RaffeSDG)")
     s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)
+    s.add_argument("--job", action="append", type=set_item, metavar="KEY=JSON",
+                   help="a job value of the federated cells, e.g. --job 'server_optimizer={\"path\": "
+                        "\"torch.optim.Adam\", \"args\": {\"lr\": 0.01}}' (fedgin job --help lists them)")
+    add_tracking_arguments(s, default=None)
     s.set_defaults(func=_cmd_compare)
 
     from fedgin.experiments import EXPERIMENTS
+
+    from fedgin.cli.demo import add_tracking_arguments
 
     s = sub.add_parser("experiment", help="one of the paper's experiments end to end (phantoms by default)",
                        description="\n".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items()),
@@ -556,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", type=set_item, metavar="KEY=JSON",
                    help="any field of the experiment's configuration, e.g. --set 'ct_counts=[0,20,40,100]'")
     s.add_argument("--train", action="append", type=set_item, metavar="KEY=JSON", help=TRAIN_HELP)
+    add_tracking_arguments(s, default=None)
     s.set_defaults(func=_cmd_experiment)
 
     s = sub.add_parser("demo", help="phantom CT + MRI sites, FedGIN in nvflare simulator, Dice table")
@@ -563,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(s)
     s.set_defaults(func=_cmd_demo)
+
+    from fedgin.cli.stats import add_stats_parser
+
+    add_stats_parser(sub)
 
     from fedgin.cli.poc import add_poc_parser
 

@@ -48,8 +48,10 @@ def _datalists(a: argparse.Namespace) -> dict[str, Path]:
                          step="  [{i}/2] ")
 
 
-def _build_job(a: argparse.Namespace, datalists: dict[str, str]) -> Path:
-    from fedgin.flare.job import build_job, task_from_datalists
+def _build_job(a: argparse.Namespace, datalists: dict[str, str]):
+    """The job to submit: ``--job`` (a folder, submitted with ``nvflare job submit``), else the FedGIN recipe of these
+    values (submitted through ``ProdEnv``), its folder also exported to ``--job-dir`` as a record of what ran."""
+    from fedgin.flare.job import export_recipe, job_name, make_recipe, task_from_datalists
 
     if a.job:
         return Path(a.job)
@@ -62,8 +64,11 @@ def _build_job(a: argparse.Namespace, datalists: dict[str, str]) -> Path:
     values.update({"channels": channels, "strides": [2] * (len(channels) - 1)})
     values = task_from_datalists([Path(p) for p in datalists.values()], values)
     values["min_clients"] = len(datalists)
-    out = Path(a.job_dir or Path(a.workspace or "workspace/poc").resolve().parent / "poc_jobs" / f"fedgin_{a.method}")
-    return build_job(out, values, name=f"fedgin_{a.method}", code="site")
+    name = job_name(f"fedgin_{a.method}")
+    out = Path(a.job_dir or Path(a.workspace or "workspace/poc").resolve().parent / "poc_jobs" / name)
+    recipe = make_recipe(values, name=name, code="site")
+    export_recipe(recipe, out)
+    return recipe
 
 
 def _print_cross_site(path: Path) -> None:
@@ -167,11 +172,11 @@ def _data_args(s: argparse.ArgumentParser) -> None:
 
 
 def _job_args(s: argparse.ArgumentParser) -> None:
-    from fedgin.engine.methods import METHODS
+    from fedgin.engine.methods import method_names
 
     s.add_argument("--job", help="a job folder written by `fedgin job --code site` (else one is built)")
     s.add_argument("--job-dir", help="where the built job goes")
-    s.add_argument("--method", default="gin", choices=sorted(METHODS))
+    s.add_argument("--method", default="gin", choices=method_names(), metavar="METHOD")
     s.add_argument("--rounds", type=positive_int, default=30)
     s.add_argument("--local-epochs", type=positive_int, default=1)
     s.add_argument("--channels", type=int_list, default=[16, 32, 64, 128])

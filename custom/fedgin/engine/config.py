@@ -96,6 +96,8 @@ class TrainConfig:
             the network runs in it (augmentation, loss and metrics stay fp32). False: fp32 everywhere.
         channels_last: keep the network's weights and activations in channels-last memory order (faster
             convolutions in oneDNN and cuDNN; the weights' values and shapes are unchanged).
+        fedprox_mu: μ of FedProx's proximal term (μ/2)·‖θ − θ_global‖² (methods ``<name>+fedprox``); 0.01 as
+            NVFlare's ``PTFedProxLoss`` (Li et al. tune μ in {0.001, 0.01, 0.1, 1}); unused by other methods.
         seed: seeds model init, batch order and the augmentation's generator.
         eval_batch_size: slices per forward pass in evaluation.
         model: the U-Net.
@@ -117,6 +119,7 @@ class TrainConfig:
     sampler: str = "uniform"
     amp: bool = True
     channels_last: bool = True
+    fedprox_mu: float = 0.01
     seed: int = 0
     eval_batch_size: int = 32
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,10 +133,12 @@ class TrainConfig:
         _check_keys(cls, values, where)
         _check_fields(cls, values, where, _TRAIN_FIELDS)
         if "method" in values:
-            from fedgin.engine.methods import METHODS
+            from fedgin.engine.methods import get_method
 
-            if values["method"] not in METHODS:
-                raise OptionError(f"{where}: method: unknown method {values['method']!r}; known: {sorted(METHODS)}")
+            try:
+                get_method(values["method"])
+            except ValueError as e:
+                raise OptionError(f"{where}: method: {e}") from None
         if values.get("sampler", "uniform") not in SAMPLERS:
             raise OptionError(f"{where}: sampler: must be one of {list(SAMPLERS)}, got {values['sampler']!r}")
         if values.get("loss_variant", "auto") not in ("auto", "monai", "authors"):
@@ -180,6 +185,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, dict[str, Any]]] = {
     "sampler": ("str", {}),
     "amp": ("bool", {}),
     "channels_last": ("bool", {}),
+    "fedprox_mu": ("float", {"low": 0}),
     "seed": ("int", {"low": 0}),
     "eval_batch_size": ("int", {"low": 1}),
 }

@@ -21,7 +21,7 @@ __all__ = ["Site", "RoundResult"]
 
 class RoundResult(dict):
     """``{"weights": {name: ndarray}, "num_samples": int, "stats": TrainStats, "global_val": {...},
-    "validation_seconds": float}``.
+    "validation_seconds": float}``, plus ``"control_diff": {name: ndarray}`` (Δc_k) with SCAFFOLD.
 
     ``weights`` holds only what the site sends (``Site.sent_keys``).
     """
@@ -73,6 +73,11 @@ class Site:
             self.loaded_keys = every
         else:
             self.sent_keys = self.loaded_keys = every
+        self.scaffold = None
+        if self.engine.method.optimizer == "scaffold":
+            from fedgin.engine.federated_optim import ScaffoldControls
+
+            self.scaffold = ScaffoldControls(model)
 
     @property
     def num_train_samples(self) -> int:
@@ -102,6 +107,7 @@ class Site:
         steps: int = 0,
         should_stop: Callable[[], bool] | None = None,
         validate_global: bool = True,
+        global_controls: dict[str, Any] | None = None,
     ) -> RoundResult:
         """Load the global model, validate it locally, train, and return the new local weights.
 
@@ -113,28 +119,45 @@ class Site:
             epochs: local epochs (used when ``steps`` is 0).
             steps: exact number of local steps instead of epochs.
             should_stop: polled between steps; True aborts the round.
+            global_controls: SCAFFOLD only (and required there): the server's control variate c {name: array}.
         """
         missing = sorted(self.sent_keys - set(global_weights))
         if missing:
             raise ValueError(f"the global model lacks {len(missing)} weights of this site's model, e.g. {missing[:3]}")
+        optimizer = self.engine.method.optimizer
+        if (global_controls is not None) != (optimizer == "scaffold"):
+            raise ValueError(f"method {self.engine.method.name}: " + (
+                "SCAFFOLD needs the server's control variate with the global model (the server must run "
+                "ScatterAndGatherScaffold)" if global_controls is None else
+                "the server sent SCAFFOLD control variates, but this site's method does not use them"))
         self.load(global_weights)
+        if optimizer in ("fedprox", "scaffold"):
+            self.engine.set_global_reference(global_weights)
         if self.engine.adversary is not None:
             self.engine.adversary.set_reference(global_weights)
         t0 = time.perf_counter()
         global_val = self.validate() if validate_global else {"mean_dice": float("nan"), "loss": float("nan")}
         validation_seconds = time.perf_counter() - t0
         self.engine.step_scheduler(global_val["loss"])
+        on_step = None
+        if self.scaffold is not None:
+            self.scaffold.start_round(global_controls)
+            lr = self.engine.lr  # η of the round: the plateau scheduler has stepped and steps again next round
+            on_step = lambda *_: self.scaffold.after_step(lr)  # noqa: E731
         if steps:
-            stats: TrainStats = self.engine.train_steps(self.train_set, steps, should_stop)
+            stats: TrainStats = self.engine.train_steps(self.train_set, steps, should_stop, on_step)
         else:
-            stats = self.engine.train_epochs(self.train_set, epochs, should_stop)
-        return RoundResult(
+            stats = self.engine.train_epochs(self.train_set, epochs, should_stop, on_step)
+        result = RoundResult(
             weights=self.local_weights(),
             num_samples=self.num_train_samples,
             stats=stats,
             global_val=global_val,
             validation_seconds=validation_seconds,
         )
+        if self.scaffold is not None and not stats.aborted:
+            result["control_diff"] = self.scaffold.end_round(lr, self.engine.global_model)
+        return result
 
     @staticmethod
     def weight_diff(new: dict[str, np.ndarray], old: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 
 An ``Engine`` owns the model, loss, AdamW optimizer, ReduceLROnPlateau scheduler, AMP scaler and the augmentation
 (applied on the training device to every training batch, without gradients). It knows nothing about FLARE: a
-federated round is ``set_weights`` → ``train_epochs`` → ``get_weights``.
+federated round is ``set_weights`` → ``train_epochs`` → ``get_weights`` (FedProx also keeps the round's global
+model, ``set_global_reference``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class Engine:
             from fedgin.engine.adversarial import FeatureAdversary
 
             self.adversary = FeatureAdversary(self.model, cfg.model.channels[-1])
+        self.global_model: torch.nn.Module | None = None  # the round's global model (FedProx, SCAFFOLD)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.total_steps = 0
@@ -161,6 +163,18 @@ class Engine:
                 raise ValueError(f"weight {k}: shape {tuple(t.shape)} != model {tuple(state[k].shape)}")
             new[k] = t.to(state[k].dtype)
         self.model.load_state_dict(new, strict=strict)
+
+    def set_global_reference(self, weights: dict[str, Any]) -> None:
+        """Keep a frozen copy of the model holding ``weights`` (the round's global model): FedProx's proximal
+        term pulls towards it, SCAFFOLD's control update measures the round's drift from it."""
+        if self.global_model is None:
+            import copy
+
+            self.global_model = copy.deepcopy(self.model).requires_grad_(False)
+        current = self.global_model.state_dict()
+        self.global_model.load_state_dict({k: torch.as_tensor(np.asarray(v)).to(current[k].dtype)
+                                           if not isinstance(v, torch.Tensor) else v for k, v in weights.items()
+                                           if k in current}, strict=False)
 
     @property
     def lr(self) -> float:
@@ -239,6 +253,13 @@ class Engine:
             loss = loss + self.config.consistency_weight * consistency_loss(logits, views)
         if adversarial is not None:
             loss = loss + adversarial.float()
+        if self.method.optimizer == "fedprox":
+            if self.global_model is None:
+                raise ValueError(f"method {self.method.name}: FedProx pulls towards the round's global model; "
+                                 "call set_global_reference first (it trains in a federation only)")
+            from fedgin.engine.federated_optim import proximal_term
+
+            loss = loss + proximal_term(self.model, self.global_model, self.config.fedprox_mu)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.total_steps}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -78,9 +78,14 @@ def train(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}: a run that trains nothing is "
                              "refused")
+    from fedgin.engine.methods import get_method
     from fedgin.engine.trainer import resolve_device
     from fedgin.common.outputs import check_output_dir
 
+    optimizer = get_method(config.method).optimizer
+    if optimizer != "fedavg":
+        raise ValueError(f"method {config.method}: {optimizer} is a federated optimiser: it trains in a federation "
+                         f"only (use the method without +{optimizer} here)")
     resolve_device(device)
     output = check_output_dir(output)
     dls = [load_datalist(d) for d in datalists]

@@ -64,6 +64,7 @@ class AbdomenConfig:
     centralized_series: bool = True  # Fig. 3's centralized series: the same MRI + CT cases pooled, at every count
     test_input: str = "raw"
     train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
+    job: dict = field(default_factory=dict)  # further job values of every federated run, e.g. {"tracking": "mlflow"}
     # acquisition protocol of each phantom source; the test sets come from a centre no training site has (as AMOS
     # is for the paper): an arterial-phase low-dose CT and a gadolinium-enhanced T1w MRI at 3 T
     protocols: dict = field(default_factory=lambda: {"ts-ct": None, "ts-mri": None, "amos-ct": "arterial-lowdose",
@@ -120,7 +121,8 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
         data = prepare_sites(out / "data" / organ, partition, sources, [organ], cfg.spacing, cfg.size)
         folder = run_grid({s: data[s] for s in ("site-ct", "site-mri")}, out / "grid" / organ, cfg.methods,
                           cfg.settings, cfg.rounds, cfg.channels, cfg.seeds, cfg.test_input,
-                          tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train)
+                          tests=[data["test-ct"], data["test-mri"]], report=False, train=cfg.train,
+                          job=cfg.job)
         per_organ[organ] = load_results(folder, cells, cfg.seeds)
         from fedgin.reporting.curves import convergence_csv, curves_png, print_convergence
 
@@ -129,6 +131,9 @@ def crossmodality(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None
         medians = convergence_csv({cell_name(s, m, k): folder / "runs" / cell_name(s, m, k)
                                    for s, m in cells for k in cfg.seeds}, out / f"convergence_{organ}.csv")
         print_convergence(medians, f"convergence_{organ}.csv", prefix=f"{organ}: ")
+        from fedgin.experiments.compare import grid_pictures
+
+        grid_pictures(folder, cells, cfg.seeds[0], {"test-ct": data["test-ct"], "test-mri": data["test-mri"]})
     # load_results: cells × seeds in order, the same for every organ
     keys = [(s, m, k) for s, m in cells for k in cfg.seeds]
     merged = [merge_binary_results({organ: per_organ[organ][i] for organ in cfg.organs}) for i in range(len(keys))]
@@ -188,7 +193,7 @@ def mri_scarce(out: Path, cfg: AbdomenConfig, given: dict[str, Source] | None = 
                         sites = {s: data[s] for s in (["site-ct", "site-mri"] if n_ct else ["site-mri"])}
                         kind = {"mri-only": "local"}.get(setting, setting)
                         trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels,
-                                            seed=seed, test_input=cfg.test_input, train=cfg.train)
+                                            seed=seed, test_input=cfg.test_input, train=cfg.train, job_values=cfg.job)
                         res = evaluate_run(trained, [data["test-mri"], data["test-ct"]], "test",
                                            site_modality={"site-ct": "ct", "site-mri": "mri"})
                         return {"summary": res["summary"], "cases": res["cases"], "classes": res["classes"],

@@ -26,25 +26,29 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from fedgin.engine.methods import METHODS
+from fedgin.engine.methods import METHODS, get_method
 
 SETTINGS = ("single-ct", "single-mri", "centralized", "centralized-steps", "federated")
-#: methods run in the federated setting only (``Method.federation_only``: fedbn, fedda, dsbn-naive)
+#: registered methods run in the federated setting only (``Method.federation_only``: fedbn, fedda, dsbn-naive);
+#: every ``<method>+<optimiser>`` is federated only too
 FEDERATION_ONLY = {name for name, m in METHODS.items() if m.federation_only}
-#: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA
+#: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA,
+#: then GIN with the other federated optimisers (FedProx, FedOpt, SCAFFOLD; ``fedgin.engine.methods``)
 METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc",
-                "fedda")
+                "fedda", "gin+fedprox", "gin+fedopt", "gin+scaffold")
 #: variants that test an explanation, run on request (``--methods``), not part of the default grid
 VARIANTS = ("dsbn-naive",)
 #: the method every other one is tested against, in the same setting
 REFERENCE = "gin"
+#: job values that change where metrics are recorded, not the results (not part of a grid's parameters)
+TRACKING_VALUES = ("tracking", "tracking_uri")
 
 
 def default_methods() -> list[str]:
     """Every registered method but the ``VARIANTS``, in ``METHOD_ORDER`` first, then any other (newly added) one
     alphabetically."""
 
-    ordered = [m for m in METHOD_ORDER if m in METHODS] + sorted(set(METHODS) - set(METHOD_ORDER))
+    ordered = list(METHOD_ORDER) + sorted(set(METHODS) - set(METHOD_ORDER))
     return [m for m in ordered if m not in VARIANTS]
 
 
@@ -55,7 +59,7 @@ def grid(methods: list[str], settings: list[str]) -> list[tuple[str, str]]:
         for method in methods:
             if setting.startswith("single") and method not in ("none", "gin"):
                 continue
-            if setting != "federated" and method in FEDERATION_ONLY:
+            if setting != "federated" and get_method(method).federation_only:
                 continue
             runs.append((setting, method))
     return runs
@@ -78,11 +82,13 @@ def matched_steps(datalists: list[Path], rounds: int, train: dict[str, Any] | No
 
 def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, rounds: int, channels: list[int],
             seed: int, test_input: str = "raw", tests: list[Path] | None = None,
-            train: dict[str, Any] | None = None) -> dict[str, Any]:
+            train: dict[str, Any] | None = None, job: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and evaluate one cell of the grid; returns the evaluation (``fedgin.engine.evaluation.evaluate`` format).
 
     ``tests``: datalists whose ``test`` cases are scored (default: the test cases of site-ct and site-mri).
     ``train``: further ``TrainConfig`` values of every run (``fedgin.experiments.runs.train_run``).
+    ``job``: further job values of the federated cells (``fedgin.flare.recipe.JOB_DEFAULTS``: ``tracking``,
+    ``server_optimizer``, ...).
     ``centralized-steps``: centralized training for ``matched_steps`` optimiser steps instead of ``rounds`` epochs.
     """
     from fedgin.experiments.runs import evaluate_run, train_run
@@ -92,7 +98,8 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
     sites = {s: datalists[s] for s in train_on}
     steps = matched_steps(list(sites.values()), rounds, train) if setting == "centralized-steps" else None
     trained = train_run(kind, method, sites, out, rounds=rounds, channels=channels, seed=seed,
-                        test_input=test_input, train=train, steps=steps)
+                        test_input=test_input, train=train, steps=steps,
+                        job_values=job if setting == "federated" else None)
     result = evaluate_run(trained, tests or [datalists["site-ct"], datalists["site-mri"]], "test",
                           site_modality={"site-ct": "ct", "site-mri": "mri"})
     result["seconds"] = trained["seconds"]
@@ -103,7 +110,8 @@ def run_one(setting: str, method: str, datalists: dict[str, Path], out: Path, ro
 
 def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], settings: list[str], rounds: int,
              channels: list[int], seeds: Sequence[int] = (0,), test_input: str = "raw",
-             tests: list[Path] | None = None, report: bool = True, train: dict[str, Any] | None = None) -> Path:
+             tests: list[Path] | None = None, report: bool = True, train: dict[str, Any] | None = None,
+             job: dict[str, Any] | None = None) -> Path:
     """Run every missing (cell, seed) of the grid, then (with ``report``) write the report; returns the grid folder.
 
     ``seeds``: training seeds; every cell runs once per seed on the same data and test cases.
@@ -111,6 +119,8 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
     ``tests``: datalists whose test cases are scored (default: those of site-ct and site-mri).
     ``train``: further ``TrainConfig`` values of every cell (e.g. ``{"sampler": "organ"}``); part of the grid's
     parameters, so a grid resumes only with the same ones (the seeds may grow).
+    ``job``: further job values of the federated cells; those that change results are grid parameters too, the
+    tracking ones (``TRACKING_VALUES``) are not.
     """
     seeds = _check_seeds(seeds)
     output.mkdir(parents=True, exist_ok=True)
@@ -119,6 +129,12 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
     params = {"rounds": rounds, "channels": list(channels), "test_input": test_input, "datalists_sha1": data}
     if train:
         params["train"] = train
+    if job:
+        from fedgin.flare.job import job_values
+
+        job_values(job)  # an unknown or bad job value fails before any cell runs
+        if set(job) - set(TRACKING_VALUES):
+            params["job"] = {k: v for k, v in job.items() if k not in TRACKING_VALUES}
     _check_grid_params(output, params)
     cells = grid(methods, settings)
     todo = [(s, m, k) for k in seeds for s, m in cells]  # seed by seed: a stopped grid has whole seeds first
@@ -130,12 +146,31 @@ def run_grid(datalists: dict[str, Path], output: Path, methods: list[str], setti
             continue
         print(f"[{i}/{len(todo)}] {setting} {method} seed {seed} ...", flush=True)
         cell.mkdir(parents=True, exist_ok=True)
-        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input, tests, train)
+        result = run_one(setting, method, datalists, cell, rounds, channels, seed, test_input, tests, train, job)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps({"setting": setting, "method": method, "seed": seed, **result}, default=str))
         tmp.replace(done)  # a cell counts as done only once its result is complete
         print(f"      mean Dice {result['mean_dice']:.3f} in {result['seconds']:.0f} s")
-    return write_report(output, cells, seeds=seeds) if report else output
+    if not report:
+        return output
+    write_report(output, cells, seeds=seeds)
+    grid_pictures(output, cells, seeds[0], datalists)
+    return output
+
+
+def grid_pictures(output: Path, cells: list[tuple[str, str]], seed: int,
+                  datalists: dict[str, Path]) -> dict[str, Path]:
+    """The demo's two pictures for the grid's federated ``REFERENCE`` cell (else its first federated cell) of
+    ``seed``: ``dice_per_round_<method>.png`` (each site's validation Dice per round) and ``cases_<method>.png`` (the
+    first CT and MRI test case: image, ground truth, prediction). Nothing when the grid has no federated cell."""
+    from fedgin.experiments.demo import cell_pictures
+
+    federated = [m for s, m in cells if s == "federated"]
+    if not federated:
+        return {}
+    method = REFERENCE if REFERENCE in federated else federated[0]
+    return cell_pictures(output, output / "runs" / cell_name("federated", method, seed), datalists, method,
+                         title=f"fedgin compare, seed {seed}")
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -96,37 +96,64 @@ def run_demo(workdir: str | Path, *, method: str = "gin", rounds: int = 25, case
         print(f"TensorBoard:      tensorboard --logdir {sim['tb_events']}")
     if tracking in ("mlflow", "both"):
         print(f"MLflow:           mlflow ui --backend-store-uri {tracking_uri or mlflow_store(sim['workspace'])}")
-    print(f"Dice per round:   {pictures['dice_per_round']}")
-    print(f"CT and MRI cases: {pictures['cases']} (ground truth | prediction; label maps beside it)")
+    print(f"Dice per round:   {pictures.get('dice_per_round')}")
+    print(f"CT and MRI cases: {pictures.get('cases')} (ground truth | prediction; label maps beside it)")
     print(f"results (JSON):   {work / f'results_{method}.json'}")
     print(f"total wall time:  {out['wall_seconds'] / 60:.1f} min")
     return out
 
 
-def demo_pictures(work: Path, sim: dict, datalists: dict[str, Path], method: str) -> dict[str, Path]:
-    """``dice_per_round_<method>.png`` (each site's validation Dice of the global model per round) and
-    ``cases_<method>.png`` (the first CT and the first MRI test case: image, ground truth, prediction of the final
-    global model on the scan's own grid; the label maps are written to ``predictions_<method>/``)."""
+def demo_pictures(work: Path, sim: dict, datalists: dict[str, Path], method: str,
+                  title: str = "FedGIN demo") -> dict[str, Path]:
+    """``dice_per_round_<method>.png`` (each site's validation Dice of the global model per round, from TensorBoard
+    or MLflow) and ``cases_<method>.png`` (per datalist its first test case, else its first validation case: image,
+    ground truth, prediction of the final global model on the scan's own grid; the label maps are written to
+    ``predictions_<method>/``). A picture whose inputs the run lacks (no streamed Dice; caches without source scans)
+    is left out, and says so; returns the pictures drawn."""
     import nibabel as nib
 
     from fedgin.data.datalist import load_datalist
     from fedgin.inference.predict import Predictor
-    from fedgin.reporting.run_figures import cases_png, site_dice_png
+    from fedgin.reporting.run_figures import cases_png, site_dice_png, site_dice_series
 
-    dice = site_dice_png(sim["tb_events"], work / f"dice_per_round_{method}.png",
-                         title=f"FedGIN demo ({method}): validation Dice of the global model at each site")
+    pictures = {}
+    series = site_dice_series(sim["workspace"])
+    if series:
+        pictures["dice_per_round"] = site_dice_png(
+            series, work / f"dice_per_round_{method}.png",
+            title=f"{title} ({method}): validation Dice of the global model at each site")
+    else:
+        print(f"no per-round Dice picture: no site streamed it in {sim['workspace']}")
     predictor = Predictor(sim["global_model"], device="cpu")
     rows = []
     for site, path in datalists.items():
         d = load_datalist(path)
-        if not d["test"]:
+        split = "test" if d["test"] else "validation"
+        case = (d.get(split) or [None])[0]
+        if case is None or not case.get("source_image") or not case.get("source_label"):
             continue
-        case = d["test"][0]
         image, _ = predictor.segment(case["source_image"], modality=d["modality"])
         out = work / f"predictions_{method}" / f"{case['case_id']}_seg.nii.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
         nib.save(image, out)
-        rows.append((f"{site} ({d['modality'].upper()}) {case['case_id']}", case["source_image"],
+        rows.append((f"{site} ({d['modality'].upper()}) {split} {case['case_id']}", case["source_image"],
                      Path(path).parent / case["source_label"], out))
-    cases = cases_png(rows, predictor.classes, work / f"cases_{method}.png")
-    return {"dice_per_round": dice, "cases": cases}
+    if rows:
+        pictures["cases"] = cases_png(rows, predictor.classes, work / f"cases_{method}.png")
+    else:
+        print(f"no case picture: no test or validation case with its source scan in {sorted(datalists)}")
+    return pictures
+
+
+def cell_pictures(output: Path, cell: Path, datalists: dict[str, Path], method: str, title: str) -> dict[str, Path]:
+    """``demo_pictures`` for a finished federated run folder ``cell`` (``<cell>/workspace/<job>/``) into
+    ``output``; nothing when the run has no simulator workspace."""
+    from fedgin.flare.simulate import find_artifacts
+
+    runs = cell / "workspace"
+    jobs = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
+    if not jobs:
+        return {}
+    pictures = demo_pictures(output, find_artifacts(jobs[0]), datalists, method.replace("+", "_"), title=title)
+    print(f"pictures: {', '.join(str(v) for v in pictures.values()) or 'none'}")
+    return pictures

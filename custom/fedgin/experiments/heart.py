@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgin.engine.methods import get_method
 from fedgin.reporting.tables import fmt, markdown_table
 from fedgin.experiments.sources import Source, phantom_source, prepare_sites
 from fedgin.data.partition import draw_partition, write_partition
@@ -56,6 +57,7 @@ class HeartConfig:
     centralized: bool = True
     test_input: str = "raw"
     train: dict = field(default_factory=dict)  # further TrainConfig values of every run, e.g. {"sampler": "organ"}
+    job: dict = field(default_factory=dict)  # further job values of every federated run, e.g. {"tracking": "mlflow"}
 
 
 def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -> Path:
@@ -92,7 +94,8 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
     if cfg.local:
         runs += [("local", f"local {s}", "none", {s: p}) for s, p in train_sites.items()]
     if cfg.centralized:
-        runs += [("centralized", f"centralized {m}", m, train_sites) for m in cfg.methods if m not in ("fedbn", "fedda")]
+        runs += [("centralized", f"centralized {m}", m, train_sites) for m in cfg.methods
+                 if not get_method(m).needs_federation]
     runs += [("federated", f"federated {m}", m, train_sites) for m in cfg.methods]
     results: list[dict[str, Any]] = []
     todo = [(k, *r) for k in cfg.seeds for r in runs]
@@ -104,7 +107,7 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
             kind = "local" if group == "local" else group
             trained = train_run(kind, method, sites, cell, rounds=cfg.rounds, channels=cfg.channels, seed=seed,
                                 test_input=cfg.test_input, heldout=held if group == "federated" else None,
-                                train=cfg.train)
+                                train=cfg.train, job_values=cfg.job)
             res = evaluate_run(trained, [held], "test", site_modality=modality_of)
             entry = {"group": group, "method": method, "model": "final" if group != "federated" else "best on "
                      "held-out validation", "summary": res["summary"], "cases": res["cases"],
@@ -127,6 +130,14 @@ def heart(out: Path, cfg: HeartConfig, given: dict[str, Source] | None = None) -
                "model at the training sites)")
     print_convergence(convergence_csv({r["folder"]: out / "runs" / r["folder"] for r in results},
                                       out / "convergence.csv"), "convergence.csv")
+    federated = [r for r in results if r["group"] == "federated" and r["seed"] == cfg.seeds[0]]
+    if federated:  # the demo's two pictures for the federated GIN run (else the first federated run)
+        from fedgin.experiments.demo import cell_pictures
+
+        r = next((r for r in federated if r["method"] == "gin"), federated[0])
+        ct_site = next(s for s, m in TRAIN_SITES.items() if m == "ct")
+        cell_pictures(out, out / "runs" / r["folder"], {ct_site: data[ct_site], HELDOUT_SITE: held}, r["method"],
+                      title=f"heart, seed {cfg.seeds[0]}")
     (out / "experiment.json").write_text(json.dumps({
         "config": asdict(cfg), "sources": {n: s.description or str(s.path) for n, s in sources.items()},
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1)}, indent=1))

@@ -80,7 +80,7 @@ def train_run(setting: str, method: str, sites: dict[str, Path], out: Path, *, r
 
 
 def _federated(method: Method, sites, out, rounds, seed, heldout, extra, t0) -> dict[str, Any]:
-    from fedgin.flare.job import export_recipe, make_recipe, task_from_sites
+    from fedgin.flare.job import export_recipe, job_name, make_recipe, task_from_sites
     from fedgin.flare.simulate import run_simulator
 
     roots = {Path(p).parents[1] for p in sites.values()}
@@ -95,7 +95,7 @@ def _federated(method: Method, sites, out, rounds, seed, heldout, extra, t0) -> 
     if heldout is not None:
         values["heldout_datalist"] = str(Path(heldout).resolve())
     values = task_from_sites(root, values, sites=list(sites))
-    recipe = make_recipe(values, name=out.name)
+    recipe = make_recipe(values, name=job_name(out.name))
     export_recipe(recipe, out / "job")  # what ran, as a job folder
     sim = run_simulator(recipe, out / "workspace", list(sites), echo=None)
     result: dict[str, Any] = {"seconds": time.perf_counter() - t0, "global_model": str(sim["global_model"])}

@@ -14,6 +14,9 @@ Checks (``update_problems``):
       filter keeps at the sites;
     - ``NUM_STEPS_CURRENT_ROUND`` (the site's N_k) is a positive integer, at most ``max_num_samples`` when set.
 
+SCAFFOLD's reply is a COLLECTION: the weight difference (checked as above) and the control-variate difference Δc_k
+(checked the same way against the network's parameters; buffers have no control variate).
+
 A site's N_k is self-reported: the server cannot verify it. ``max_num_samples`` bounds how much one site can
 weigh; ``aggregation_weights`` (NVFlare's static per-site multipliers) can fix the weights outright.
 """
@@ -30,13 +33,16 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey
 from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
-from nvflare.app_common.app_constant import AppConstants
+from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
 
 from fedgin.common.job_args import keep_job_args
 
-__all__ = ["CheckedAggregator", "update_problems", "MAX_LISTED"]
+__all__ = ["CheckedAggregator", "update_problems", "collection_problems", "SCAFFOLD_DATA_KINDS", "MAX_LISTED"]
 
 MAX_LISTED = 3  # keys named in one message
+#: ``expected_data_kind`` of SCAFFOLD's aggregator: the weight difference and the control-variate difference
+SCAFFOLD_DATA_KINDS = {AppConstants.MODEL_WEIGHTS: DataKind.WEIGHT_DIFF,
+                       AlgorithmConstants.SCAFFOLD_CTRL_DIFF: DataKind.WEIGHT_DIFF}
 
 
 def _names(keys: list[str]) -> str:
@@ -90,6 +96,22 @@ def update_problems(
     return problems
 
 
+def collection_problems(dxo: DXO, global_weights: dict[str, Any], optional_keys: set[str], parameter_keys: set[str],
+                        max_num_samples: int = 0) -> list[str]:
+    """``update_problems`` of each part of a SCAFFOLD reply: the weight difference against ``global_weights``, the
+    control-variate difference against the parameters (``parameter_keys``) of the global model."""
+    if dxo.data_kind != DataKind.COLLECTION or not isinstance(dxo.data, dict):
+        return [f"data kind {dxo.data_kind}, expected a {DataKind.COLLECTION} (SCAFFOLD: weights and controls)"]
+    missing = [k for k in SCAFFOLD_DATA_KINDS if k not in dxo.data]
+    if missing:
+        return [f"collection lacks {missing} (got {sorted(dxo.data)})"]
+    problems = update_problems(dxo.data[AppConstants.MODEL_WEIGHTS], global_weights, optional_keys, max_num_samples)
+    controls = {k: v for k, v in global_weights.items() if k in parameter_keys}
+    problems += [f"controls: {p}" for p in update_problems(dxo.data[AlgorithmConstants.SCAFFOLD_CTRL_DIFF], controls,
+                                                           optional_keys & parameter_keys, max_num_samples)]
+    return problems
+
+
 class CheckedAggregator(InTimeAccumulateWeightedAggregator):
     """``InTimeAccumulateWeightedAggregator`` (WEIGHT_DIFF, weights N_k) that first runs ``update_problems``.
 
@@ -99,6 +121,7 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
         privacy: the job's ``privacy`` value; with the ``exclude`` filter updates may omit the excluded layers.
         persistor_id: the component holding the global model's ``torch.nn.Module`` (to find batch-norm keys).
         max_num_samples: upper bound on a site's reported N_k (0 = no bound).
+        expected_data_kind: ``WEIGHT_DIFF``, or ``SCAFFOLD_DATA_KINDS`` (checked with ``collection_problems``).
         **kwargs: ``InTimeAccumulateWeightedAggregator`` arguments (``aggregation_weights``, ``exclude_vars``).
     """
 
@@ -113,6 +136,8 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
         self.persistor_id = persistor_id
         self.max_num_samples = int(max_num_samples or 0)
         self._optional: set[str] | None = None
+        self._parameters: set[str] = set()
+        self.collection = isinstance(expected_data_kind, dict)  # (NVFlare turns a single kind into a dict)
         self.rejected: list[dict[str, Any]] = []
         keep_job_args(self, method=method, privacy=privacy, persistor_id=persistor_id,
                       max_num_samples=self.max_num_samples, expected_data_kind=expected_data_kind)
@@ -130,6 +155,7 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
             if self.excluded is not None:
                 optional |= {k for k in model.state_dict() if self.excluded.search(k)}
             self._optional = optional
+            self._parameters = {k for k, _ in model.named_parameters()}
         return self._optional
 
     def problems(self, shareable: Shareable, fl_ctx: FLContext) -> list[str]:
@@ -141,8 +167,11 @@ class CheckedAggregator(InTimeAccumulateWeightedAggregator):
             return [f"not a DXO ({type(e).__name__}: {e})"]
         if not isinstance(learnable, ModelLearnable):
             return ["no global model in the server's context to check the update against"]
-        return update_problems(dxo, learnable[ModelLearnableKey.WEIGHTS], self._optional_keys(fl_ctx),
-                               self.max_num_samples)
+        optional = self._optional_keys(fl_ctx)
+        if self.collection:
+            return collection_problems(dxo, learnable[ModelLearnableKey.WEIGHTS], optional, self._parameters,
+                                       self.max_num_samples)
+        return update_problems(dxo, learnable[ModelLearnableKey.WEIGHTS], optional, self.max_num_samples)
 
     def accept(self, shareable: Shareable, fl_ctx: FLContext) -> bool:
         if shareable.get_return_code() not in (None, ReturnCode.OK):

@@ -9,6 +9,9 @@ file stays at the site, for its IT and privacy officers:
      "num_arrays": 62, "num_values": 485817, "payload_bytes": 1943268, "serialized_bytes": 1951234,
      "meta": {"NUM_STEPS_CURRENT_ROUND": 150, ...}, "headers": {...}, "strings": [...]}
 
+A SCAFFOLD result (a COLLECTION of the weight difference and the control-variate difference) lists the arrays of
+both parts as ``<part>/<name>`` and each part's kind and meta under ``parts``.
+
 ``strings`` lists every text value found anywhere in the result outside the weight names (headers, meta, metric
 names), so a reader (or a test) can check that no file path or case identifier leaves the site.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nvflare.apis.dxo import from_shareable
+from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
@@ -71,17 +74,30 @@ def describe_result(shareable: Shareable) -> dict[str, Any]:
     except Exception:
         dxo = None
     if dxo is not None:
-        data = dxo.data if isinstance(dxo.data, dict) else {}
-        arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, (np.ndarray, np.generic, list))
-                  or hasattr(v, "shape")}
         out["data_kind"] = dxo.data_kind
+        parts = {"": dxo}
+        if dxo.data_kind == DataKind.COLLECTION and isinstance(dxo.data, dict):  # SCAFFOLD: weights + controls
+            parts = {name: part for name, part in dxo.data.items() if isinstance(part, DXO)}
+            out["parts"] = {name: {"data_kind": part.data_kind, "meta": _scalar(part.meta)}
+                            for name, part in parts.items()}
+            out["data"] = {k: _scalar(v) for k, v in dxo.data.items() if k not in parts}
+            strings |= _strings(out["data"]) | _strings({name: part.meta for name, part in parts.items()})
+        arrays, other = {}, {}
+        for name, part in parts.items():
+            data = part.data if isinstance(part.data, dict) else {}
+            prefix = f"{name}/" if name else ""
+            for k, v in data.items():
+                if isinstance(v, (np.ndarray, np.generic, list)) or hasattr(v, "shape"):
+                    arrays[prefix + k] = np.asarray(v)
+                else:
+                    other[prefix + k] = v
         out["arrays"] = {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()}
         out["num_arrays"] = len(arrays)
         out["num_values"] = int(sum(a.size for a in arrays.values()))
         out["payload_bytes"] = int(sum(a.nbytes for a in arrays.values()))
-        out["data"] = {k: _scalar(v) for k, v in data.items() if k not in arrays}
+        out.setdefault("data", {}).update({k: _scalar(v) for k, v in other.items()})
         out["meta"] = _scalar(dxo.meta)
-        strings |= _strings({k: v for k, v in data.items() if k not in arrays}) | _strings(dxo.meta)
+        strings |= _strings(other) | _strings(dxo.meta)
     out["strings"] = sorted(strings)
     try:
         from nvflare.app_common.decomposers import common_decomposers

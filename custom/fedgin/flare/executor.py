@@ -33,28 +33,83 @@ from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
-from nvflare.app_common.app_constant import AppConstants
+from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
 
 from fedgin.common.job_args import keep_job_args
 from fedgin.engine.precision import precision_name
 from fedgin.engine import NonFiniteLossError, TrainConfig
 
-__all__ = ["FedGINExecutor", "SITE_CONFIG_FILE", "train_result"]
+__all__ = ["FedGINExecutor", "SITE_CONFIG_FILE", "train_result", "received_model", "site_datalist"]
 
 SITE_CONFIG_FILE = "fedgin_site.json"
+SCAFFOLD_CONTROL_WEIGHTS = ("uniform", "samples")
 
 
-def train_result(weight_diff: dict[str, Any], num_samples: int, global_val_dice: float) -> Shareable:
+def train_result(weight_diff: dict[str, Any], num_samples: int, global_val_dice: float,
+                 control_diff: dict[str, Any] | None = None, control_weight: int = 1) -> Shareable:
     """The train task's reply: θ_k − θ_global as WEIGHT_DIFF, weighted by N_k (``NUM_STEPS_CURRENT_ROUND``).
 
     ``InTimeAccumulateWeightedAggregator`` multiplies each site's contribution by this count and divides by their
     sum, so the new global model is Σ_k N_k/N · θ_k. The global model's validation Dice goes with it as
     ``INITIAL_METRICS`` for the server's best-model selection.
+
+    SCAFFOLD (``control_diff`` = Δc_k): a COLLECTION of the weight difference and Δc_k (NVFlare's
+    ``ScatterAndGatherScaffold`` keys), Δc_k weighted by ``control_weight`` (1: the server's c moves by the plain
+    mean of the sites' Δc_k, as in the SCAFFOLD paper; N_k: sample-weighted, as NVFlare's own examples).
     """
     meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: int(num_samples)}
     if global_val_dice is not None and math.isfinite(global_val_dice):
         meta[MetaKey.INITIAL_METRICS] = float(global_val_dice)
-    return DXO(DataKind.WEIGHT_DIFF, weight_diff, meta=meta).to_shareable()
+    weights = DXO(DataKind.WEIGHT_DIFF, weight_diff, meta=meta)
+    if control_diff is None:
+        return weights.to_shareable()
+    controls = DXO(DataKind.WEIGHT_DIFF, control_diff, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: int(control_weight)})
+    return DXO(DataKind.COLLECTION, {AppConstants.MODEL_WEIGHTS: weights,
+                                     AlgorithmConstants.SCAFFOLD_CTRL_DIFF: controls}, meta=dict(meta)).to_shareable()
+
+
+def received_model(shareable: Shareable) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(global weights, the server's SCAFFOLD control variate or None) of a train task's data: WEIGHTS, or the
+    COLLECTION ``ScatterAndGatherScaffold`` sends."""
+    dxo = from_shareable(shareable)
+    controls = None
+    if dxo.data_kind == DataKind.COLLECTION:
+        parts = dxo.data
+        missing = [k for k in (AppConstants.MODEL_WEIGHTS, AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL) if k not in parts]
+        if missing:
+            raise ValueError(f"the task's collection lacks {missing} (got {sorted(parts)})")
+        controls = parts[AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL].data
+        dxo = parts[AppConstants.MODEL_WEIGHTS]
+    if dxo.data_kind != DataKind.WEIGHTS:
+        raise ValueError(f"expected {DataKind.WEIGHTS}, got {dxo.data_kind}")
+    return dxo.data, controls
+
+
+def site_datalist(fl_ctx: FLContext, data_root: str = "",
+                  pattern: str = "{data_root}/{site}/datalist.json") -> tuple[Path, bool]:
+    """(the site's datalist path, whether its own configuration lets it share its local model): from
+    ``<site workspace>/local/fedgin_site.json`` if there is one, else ``pattern`` with ``data_root`` (or
+    ``$FEDGIN_DATA_ROOT``) and the site's name (see the module docstring)."""
+    name = fl_ctx.get_identity_name()
+    local_dir = Path(fl_ctx.get_engine().get_workspace().get_site_config_dir())
+    site_cfg = local_dir / SITE_CONFIG_FILE
+    if site_cfg.is_file():
+        try:
+            cfg = json.loads(site_cfg.read_text())
+            path = Path(cfg["datalist"]).expanduser()
+            share = cfg.get("share_local_model", True)
+            if not isinstance(share, bool):
+                raise TypeError(f"share_local_model must be true or false, not {share!r}")
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{site_cfg}: expected JSON with a 'datalist' path: {e}") from e
+        return path, share
+    root = data_root or os.environ.get("FEDGIN_DATA_ROOT", "")
+    if not root and "{data_root}" in pattern:
+        raise ValueError(
+            f"site {name}: no data configured: write {site_cfg} with {{\"datalist\": ...}}, "
+            "or set data_root in the job, or the FEDGIN_DATA_ROOT environment variable"
+        )
+    return Path(pattern.format(data_root=root, site=name)).expanduser(), True
 
 
 class FedGINExecutor(Executor):
@@ -72,6 +127,8 @@ class FedGINExecutor(Executor):
     share_local_model: answer ``submit_model`` (cross-site evaluation sends the site's own last local model to the
         server and from there to the other sites); False refuses it. The site's ``fedgin_site.json`` can refuse too.
     start_round: the job's first round (a resumed job), for progress messages.
+    scaffold_control_weights: SCAFFOLD only: ``uniform`` (each site's Δc_k counts once, the SCAFFOLD paper's
+        c update) or ``samples`` (weighted by N_k, as NVFlare's examples).
     """
 
     def __init__(
@@ -87,6 +144,7 @@ class FedGINExecutor(Executor):
         analytic_sender_id: str = "analytic_sender",
         share_local_model: bool = True,
         start_round: int = 0,
+        scaffold_control_weights: str = "uniform",
     ) -> None:
         super().__init__()
         self.classes = list(classes)
@@ -108,13 +166,18 @@ class FedGINExecutor(Executor):
         self.analytic_sender_id = analytic_sender_id
         self.share_local_model = bool(share_local_model)
         self.start_round = int(start_round)
+        if scaffold_control_weights not in SCAFFOLD_CONTROL_WEIGHTS:
+            raise ValueError(f"config_fed_client.json: executor args.scaffold_control_weights must be one of "
+                             f"{list(SCAFFOLD_CONTROL_WEIGHTS)}, got {scaffold_control_weights!r}")
+        self.scaffold_control_weights = scaffold_control_weights
         self.site = None
         self.sender = None
         self.init_error: str | None = None
         keep_job_args(self, classes=self.classes, train=dict(train or {}), local_epochs=local_epochs,
                       local_steps=local_steps, data_root=data_root, datalist=datalist,
                       validation_split=validation_split, device=device, analytic_sender_id=analytic_sender_id,
-                      share_local_model=share_local_model, start_round=start_round)
+                      share_local_model=share_local_model, start_round=start_round,
+                      scaffold_control_weights=scaffold_control_weights)
 
     # ------------------------------------------------------------------ setup
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
@@ -135,27 +198,9 @@ class FedGINExecutor(Executor):
 
     def resolve_datalist(self, fl_ctx: FLContext) -> Path:
         """The site's datalist path (see the module docstring for the search order)."""
-        name = fl_ctx.get_identity_name()
-        local_dir = Path(fl_ctx.get_engine().get_workspace().get_site_config_dir())
-        site_cfg = local_dir / SITE_CONFIG_FILE
-        if site_cfg.is_file():
-            try:
-                cfg = json.loads(site_cfg.read_text())
-                path = Path(cfg["datalist"]).expanduser()
-                share = cfg.get("share_local_model", True)
-                if not isinstance(share, bool):
-                    raise TypeError(f"share_local_model must be true or false, not {share!r}")
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{site_cfg}: expected JSON with a 'datalist' path: {e}") from e
-            self.share_local_model = self.share_local_model and share
-            return path
-        root = self.data_root or os.environ.get("FEDGIN_DATA_ROOT", "")
-        if not root and "{data_root}" in self.datalist_pattern:
-            raise ValueError(
-                f"site {name}: no data configured: write {site_cfg} with {{\"datalist\": ...}}, "
-                "or set data_root in the job, or the FEDGIN_DATA_ROOT environment variable"
-            )
-        return Path(self.datalist_pattern.format(data_root=root, site=name)).expanduser()
+        path, share = site_datalist(fl_ctx, self.data_root, self.datalist_pattern)
+        self.share_local_model = self.share_local_model and share
+        return path
 
     def _start(self, fl_ctx: FLContext) -> None:
         from fedgin.engine.site import Site  # heavy imports only when a run starts
@@ -220,12 +265,13 @@ class FedGINExecutor(Executor):
         rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
         num = shareable.get_header(AppConstants.NUM_ROUNDS)
         total = self.start_round + int(num) if num is not None else "?"
-        global_weights = self._weights(shareable)
+        global_weights, controls = received_model(shareable)
         res = self.site.train_round(
             global_weights,
             epochs=self.local_epochs,
             steps=self.local_steps,
             should_stop=lambda: abort_signal.triggered,
+            global_controls=controls,
         )
         if res["stats"].aborted:
             return make_reply(ReturnCode.TASK_ABORTED)
@@ -245,7 +291,8 @@ class FedGINExecutor(Executor):
             self.log_warning(fl_ctx, f"round {rnd + 1}/{total}: the global model predicts no voxel of "
                                      f"{', '.join(empty)} on any validation case of this site (collapsed)")
         diff = self.site.weight_diff(res["weights"], global_weights)
-        reply = train_result(diff, res["num_samples"], gval["mean_dice"])
+        weight = 1 if self.scaffold_control_weights == "uniform" else res["num_samples"]
+        reply = train_result(diff, res["num_samples"], gval["mean_dice"], res.get("control_diff"), weight)
         reply.set_header(AppConstants.CURRENT_ROUND, rnd)
         self.log_info(fl_ctx, f"round {rnd + 1} task done in {time.perf_counter() - t_task:.2f} s "
                               f"(validation of the global model {res['validation_seconds']:.2f} s, "

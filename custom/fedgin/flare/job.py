@@ -19,7 +19,7 @@ import fedgin
 from fedgin.common.options import OptionError, check_range, check_type
 from fedgin.flare.recipe import TRAIN_VARIABLES
 
-__all__ = ["settable_variables", "job_values", "make_recipe", "build_job", "export_recipe", "check_job_values", "task_from_sites",
+__all__ = ["job_name", "settable_variables", "job_values", "make_recipe", "build_job", "export_recipe", "check_job_values", "task_from_sites",
            "task_from_datalists"]
 
 
@@ -29,6 +29,14 @@ def settable_variables() -> dict[str, Any]:
 
     return {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
             for k, v in JOB_DEFAULTS.items()}
+
+
+def job_name(text: str) -> str:
+    """``text`` as an NVFlare job name (letters, digits, ``.``, ``_``, ``-``; a method's ``+`` becomes ``_``)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    return name if name[:1].isalnum() else f"job{name}"
 
 
 def job_values(values: dict[str, Any] | None = None, resume_from: str | Path | None = None) -> dict[str, Any]:
@@ -175,6 +183,19 @@ def check_job_values(values: dict[str, Any], known: dict[str, Any]) -> dict[str,
 
     if merged["tracking"] not in TRACKING:
         raise OptionError(f"job variable tracking: one of {', '.join(TRACKING)}, got {merged['tracking']!r}")
+    from fedgin.flare.executor import SCAFFOLD_CONTROL_WEIGHTS
+
+    if merged["scaffold_control_weights"] not in SCAFFOLD_CONTROL_WEIGHTS:
+        raise OptionError(f"job variable scaffold_control_weights: one of {', '.join(SCAFFOLD_CONTROL_WEIGHTS)}, "
+                          f"got {merged['scaffold_control_weights']!r}")
+    import torch
+
+    from fedgin.flare.server_optim import check_server_optimizer
+
+    check_server_optimizer(merged["server_optimizer"], "job variable server_optimizer", torch.optim.Optimizer)
+    if merged["server_lr_scheduler"]:
+        check_server_optimizer(merged["server_lr_scheduler"], "job variable server_lr_scheduler",
+                               torch.optim.lr_scheduler.LRScheduler)
     device = merged["device"]
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise OptionError(f"job variable device: auto, cpu, cuda or cuda:N, got {device!r}")

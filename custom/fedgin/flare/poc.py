@@ -3,8 +3,9 @@
 ``nvflare poc prepare -i project.yml`` provisions real startup kits (mutual TLS, the FedGIN allow-list, ``byoc``
 denied) with every host set to ``localhost``; each site's kit gets its own ``local/fedgin_site.json`` pointing at
 that site's prepared data; ``nvflare poc start`` runs the server and one process per site; jobs are written without
-code (``--code site``: the sites run the installed ``fedgin``), submitted and signed with ``nvflare job submit``,
-and their results fetched with ``nvflare job download``. Nothing here imitates NVFlare: every step is its CLI.
+code (``--code site``: the sites run the installed ``fedgin``) and submitted as a recipe through NVFlare 2.9's
+``ProdEnv`` (the admin's startup kit, as in production) or, as a job folder, with ``nvflare job submit``; the job's
+status and results come from ``ProdEnv`` too. Nothing here imitates NVFlare: every step is its CLI or its API.
 
 The POC workspace is ``$NVFLARE_POC_WORKSPACE`` or ``workspace/poc``; ``nvflare poc prepare`` also registers the
 admin kits in ``~/.nvflare/config.conf`` (set ``HOME`` to keep that away from your own configuration).
@@ -19,6 +20,8 @@ and their descendants.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -43,6 +46,13 @@ PROGRESS = re.compile(r"(Round \d+ (?:started|finished)\.|REJECTED update of .*|
 MARKER_FILE = ".fedgin-poc-workspace"  # fedgin's ownership marker, written by ``prepare``
 PIDS_FILE = "fedgin_poc_pids.json"  # the processes ``start`` started
 PROJECT_HEADER = "# written by fedgin poc prepare"  # first line of the ``<workspace>.project.yml`` fedgin writes
+
+
+@contextlib.contextmanager
+def _quiet():
+    """NVFlare's session manager prints its monitoring to stdout: keep it out of fedgin's output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 class PocError(RuntimeError):
@@ -414,8 +424,26 @@ class Poc:
         finally:
             self.record_processes()
 
-    def submit(self, job: str | Path, kit_id: str | None = None) -> str:
-        """Submit (and sign) a job folder; returns the job id."""
+    def prod_env(self, kit_id: str | None = None):
+        """NVFlare's ``ProdEnv`` on this POC's admin kit (``kit_id``, default the project admin): how 2.9 submits a
+        recipe to, and asks the status and results of, a running federation (the same as in production)."""
+        from nvflare.recipe import ProdEnv
+
+        admin = kit_id or self.state()["admin"]
+        kit = self.kit(admin)
+        if not (kit / "startup").is_dir():
+            raise PocError(f"no admin startup kit {kit} (admins of this POC: see {self.project_copy})")
+        return ProdEnv(startup_kit_location=str(kit), username=admin, login_timeout=30.0)
+
+    def submit(self, job, kit_id: str | None = None) -> str:
+        """Submit a job; returns its id. A recipe (``fedgin.flare.job.make_recipe(..., code="site")``) goes through
+        NVFlare's ``ProdEnv``; a job folder through ``nvflare job submit`` (what a user types), which signs it."""
+        if hasattr(job, "execute"):
+            with _quiet():
+                run = job.execute(self.prod_env(kit_id))
+            job_id = run.get_job_id()
+            self.echo(f"POC: submitted recipe {job.name} through ProdEnv as job {job_id}")
+            return job_id
         args = ["job", "submit", "-j", str(job)] + (["--kit-id", kit_id] if kit_id else [])
         out = self.nvflare(*args, timeout=180)
         m = re.search(r"job_id:\s*(\S+)", out)
@@ -424,29 +452,31 @@ class Poc:
         self.echo(f"POC: submitted {job} as job {m.group(1)}")
         return m.group(1)
 
-    def wait(self, job_id: str, timeout: float = 1800) -> str:
-        """Wait for the job to end, echoing its rounds from the server's log; returns its final status.
+    def wait(self, job_id: str, timeout: float = 1800, kit_id: str | None = None) -> str:
+        """Wait for the job to end (its status from ``ProdEnv``), echoing its rounds from the server's log; returns
+        its final status (``COMPLETED``).
 
         Raises:
             PocError: the job did not complete (failed, aborted or still running after ``timeout``).
         """
         self.echo(f"POC: waiting for job {job_id} (at most {timeout:.0f} s)")
-        cmd = nvflare_command("job", "wait", job_id, "--timeout", str(int(timeout)))
+        env = self.prod_env(kit_id)
         log = self.kit(self.state()["server"]) / job_id / "log.txt"
-        seen = 0
-        with subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL) as p:
-            t0 = time.monotonic()
-            while p.poll() is None:
-                seen = self._echo_progress(log, seen, t0)
-                time.sleep(1)
-            out = p.stdout.read() if p.stdout else ""
+        seen, t0, status = 0, time.monotonic(), None
+        while time.monotonic() - t0 < timeout:
+            seen = self._echo_progress(log, seen, t0)
+            with _quiet():
+                status = env.get_job_status(job_id)
+            if status and status.startswith("FINISHED"):
+                break
+            time.sleep(2)
         self._echo_progress(log, seen, t0)
-        m = re.search(r"status:\s*(\S+)", out)
-        status = m.group(1) if m else "UNKNOWN"
-        if status != "COMPLETED":
-            raise PocError(f"job {job_id} ended with status {status}:\n{out.strip()[-2000:]}")
-        return status
+        final = (status or "UNKNOWN").split(":")[-1]
+        if not (status or "").startswith("FINISHED"):
+            raise PocError(f"job {job_id} still {status} after {timeout:.0f} s")
+        if final != "COMPLETED":
+            raise PocError(f"job {job_id} ended with status {status} (server log: {log})")
+        return final
 
     def _echo_progress(self, log: Path, seen: int, t0: float) -> int:
         """Echo the progress lines the server's job log gained since byte ``seen``; returns the new offset."""
@@ -464,18 +494,26 @@ class Poc:
     def abort(self, job_id: str) -> None:
         self.nvflare("job", "abort", job_id, "--force", timeout=120, check=False)
 
-    def download(self, job_id: str, output: str | Path) -> dict[str, Path]:
-        """Download the server's result of a job; returns the paths of its global/best model and cross-site results."""
+    def download(self, job_id: str, output: str | Path, kit_id: str | None = None) -> dict[str, Path]:
+        """Download the server's result of a finished job (``ProdEnv``) into ``output/<job id>``; returns the paths
+        of its global/best model and cross-site results."""
         output = Path(output).resolve()
         output.mkdir(parents=True, exist_ok=True)
-        self.nvflare("job", "download", job_id, "-o", str(output), timeout=300)
-        ws = output / job_id / "workspace"
+        with _quiet():
+            got = self.prod_env(kit_id).get_job_result(job_id, timeout=60)
+        if not got or not Path(got).is_dir():
+            raise PocError(f"job {job_id}: no result to download (status: not finished?)")
+        dest = output / job_id
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(got, dest)
+        ws = dest / "workspace" if (dest / "workspace").is_dir() else dest
         res = {"workspace": ws, "global_model": ws / "app_server" / "FL_global_model.pt",
                "best_model": ws / "app_server" / "best_FL_global_model.pt",
                "cross_site": ws / "cross_site_val" / "cross_val_results.json", "log": ws / "log.txt"}
         if not res["global_model"].is_file():
             raise PocError(f"job {job_id}: no global model in the download {ws}")
-        self.echo(f"POC: job {job_id} downloaded to {output / job_id}")
+        self.echo(f"POC: job {job_id} downloaded to {dest}")
         return res
 
     def stop(self, timeout: float = 60) -> None:

@@ -1,7 +1,8 @@
 """The FedGIN job, built with NVFlare 2.9's Job API from values.
 
 ``FedGINRecipe(values)`` is an NVFlare ``Recipe`` around a ``FedJob``: on the server ``ScatterAndGather`` over
-``train`` with the sample-weighted ``CheckedAggregator``, the ``RoundPersistor``, the model selector, TensorBoard
+``train`` (``ScatterAndGatherScaffold`` for SCAFFOLD) with the sample-weighted ``CheckedAggregator`` (and
+FedOpt's server optimiser, ``fedgin.flare.server_optim``), the ``RoundPersistor``, the model selector, TensorBoard
 (and optionally MLflow) receivers and cross-site evaluation; on every site one ``FedGINExecutor`` whose results pass
 through ``PrivacyFilter`` and ``OutgoingAudit``. The same recipe runs in ``SimEnv`` (``fedgin.flare.simulate``),
 is submitted to a running POC or production federation through ``ProdEnv`` (``fedgin.flare.poc``), or is exported
@@ -21,6 +22,7 @@ from nvflare.app_common.widgets.streaming import AnalyticsSender
 from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
 from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+from nvflare.app_common.workflows.scatter_and_gather_scaffold import ScatterAndGatherScaffold
 from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
 from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
 from nvflare.job_config.api import FedJob
@@ -36,6 +38,9 @@ JOB_DEFAULTS: dict[str, Any] = {
     "max_num_samples": 0, "share_local_models": True, "cse_submit_model_timeout": 600,
     "cse_validation_timeout": 6000, "heldout_datalist": "", "heldout_split": "validation",
     "privacy": {"filter": "none"}, "tracking": "tensorboard", "tracking_uri": "",
+    # the server's side of the federated optimisers (methods <name>+fedopt / +scaffold, fedgin.engine.methods)
+    "server_optimizer": {"path": "torch.optim.SGD", "args": {"lr": 1.0, "momentum": 0.6}},
+    "server_lr_scheduler": {}, "scaffold_control_weights": "uniform",
     # task (normally taken from the sites' datalists)
     "classes": ["liver", "spleen", "kidney_left", "kidney_right"], "size_px": [96, 96], "spacing_mm": [4.0, 4.0],
     "clip_percentiles": [0.5, 99.5],
@@ -46,7 +51,7 @@ JOB_DEFAULTS: dict[str, Any] = {
     "method": "gin", "augment_args": {}, "loss_variant": "auto", "local_epochs": 1, "local_steps": 0,
     "batch_size": 8, "lr": 0.0005, "seed": 0, "amp": True, "channels_last": True, "weight_decay": 0.0001,
     "plateau_factor": 0.5, "plateau_patience": 3, "min_lr": 1e-05, "lambda_dice": 0.5, "lambda_focal": 0.5,
-    "focal_gamma": 2.0, "consistency_weight": 10.0, "sampler": "uniform", "eval_batch_size": 32,
+    "focal_gamma": 2.0, "consistency_weight": 10.0, "sampler": "uniform", "eval_batch_size": 32, "fedprox_mu": 0.01,
     # where the sites run
     "data_root": "", "device": "auto",
 }
@@ -63,7 +68,7 @@ SERVER_SETTINGS = {"heart_beat_timeout": 600, "task_request_interval": 0.5}
 #: are job variables too (``channels``, ``strides``, ...)
 TRAIN_VARIABLES = ("method", "augment_args", "batch_size", "lr", "weight_decay", "plateau_factor", "plateau_patience",
                    "min_lr", "lambda_dice", "lambda_focal", "focal_gamma", "loss_variant", "consistency_weight",
-                   "sampler", "amp", "channels_last", "seed", "eval_batch_size")
+                   "sampler", "amp", "channels_last", "seed", "eval_batch_size", "fedprox_mu")
 
 
 def _train_values(v: dict[str, Any]) -> dict[str, Any]:
@@ -87,23 +92,44 @@ class FedGINRecipe(Recipe):
         from fedgin.flare.persistor import RoundPersistor
         from fedgin.flare.privacy import PrivacyFilter
 
-        v = dict(values)
+        import copy
+
+        from fedgin.engine.methods import get_method
+        from fedgin.flare.aggregator import SCAFFOLD_DATA_KINDS
+
+        v = copy.deepcopy(dict(values))
         self.values = v
+        optimizer = get_method(v["method"]).optimizer
         job = FedJob(name=name, min_clients=v["min_clients"])
         job.set_app_packages(["fedgin"])  # no copy of fedgin's source: build_job(code="job") adds the whole package
         model = SegUNet(num_classes=v["num_classes"], **{k: v[k] for k in MODEL_KEYS})
         meta = {k: v[k] for k in ("classes", "size_px", "spacing_mm", "clip_percentiles")}
         job.to_server(RoundPersistor(model=model, resume_from=v["resume_from"], meta=meta), id="persistor")
-        job.to_server(FullModelShareableGenerator(), id="shareable_generator")
+        if optimizer == "fedopt":  # the server steps an optimiser on the averaged update
+            from fedgin.flare.server_optim import FedOptGenerator
+
+            from nvflare.recipe.utils import ensure_config_type_dict
+
+            # config_type "dict": built by the generator at run start (with the parameters), not at job load
+            job.to_server(FedOptGenerator(optimizer_args=ensure_config_type_dict(v["server_optimizer"]),
+                                          lr_scheduler_args=ensure_config_type_dict(v["server_lr_scheduler"] or None),
+                                          source_model=SegUNet(num_classes=v["num_classes"],
+                                                               **{k: v[k] for k in MODEL_KEYS})),
+                          id="shareable_generator")
+        else:
+            job.to_server(FullModelShareableGenerator(), id="shareable_generator")
         job.to_server(CheckedAggregator(method=v["method"], privacy=v["privacy"], max_num_samples=v["max_num_samples"],
-                                        persistor_id="persistor"), id="aggregator")
+                                        persistor_id="persistor",
+                                        expected_data_kind=SCAFFOLD_DATA_KINDS if optimizer == "scaffold" else
+                                        "WEIGHT_DIFF"), id="aggregator")
         job.to_server(FedGINModelSelector(heldout_datalist=v["heldout_datalist"], heldout_split=v["heldout_split"],
                                           classes=v["classes"], model={k: v[k] for k in MODEL_KEYS},
                                           weigh_by_local_iter=True), id="model_selector")
         job.to_server(PTFileModelLocator(pt_persistor_id="persistor"), id="model_locator")
         job.to_server(ValidationJsonGenerator(), id="json_generator")
         self._add_tracking(job, v["tracking"], v["tracking_uri"], name)
-        job.to_server(ScatterAndGather(min_clients=v["min_clients"], num_rounds=v["num_rounds"],
+        controller = ScatterAndGatherScaffold if optimizer == "scaffold" else ScatterAndGather
+        job.to_server(controller(min_clients=v["min_clients"], num_rounds=v["num_rounds"],
                                        start_round=v["start_round"],
                                        wait_time_after_min_received=v["wait_time_after_min_received"],
                                        aggregator_id="aggregator", persistor_id="persistor",
@@ -116,7 +142,8 @@ class FedGINRecipe(Recipe):
         job.to_server({"server": dict(SERVER_SETTINGS)})
         executor = FedGINExecutor(classes=v["classes"], train=_train_values(v), local_epochs=v["local_epochs"],
                                   local_steps=v["local_steps"], data_root=v["data_root"], device=v["device"],
-                                  share_local_model=v["share_local_models"], start_round=v["start_round"])
+                                  share_local_model=v["share_local_models"], start_round=v["start_round"],
+                                  scaffold_control_weights=v["scaffold_control_weights"])
         job.to_clients(executor, id="executor", tasks=TASKS)
         job.to_clients(PrivacyFilter(privacy=v["privacy"]), filter_type=FilterType.TASK_RESULT, tasks=TASKS)
         job.to_clients(OutgoingAudit(), filter_type=FilterType.TASK_RESULT, tasks=TASKS)

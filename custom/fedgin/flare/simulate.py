@@ -181,12 +181,14 @@ def run_simulator(
     echo: Callable[[str], None] | None = print,
     timeout: float | None = None,
     env: dict[str, str] | None = None,
+    expect: tuple[str, ...] = ("global_model", "cross_site"),
 ) -> SimulationResult:
     """Run ``job`` (a ``FedGINRecipe``, through ``SimEnv``; or an exported job folder) with these clients, at most
     ``threads`` of them at a time, streaming its round lines to ``echo``.
 
     The simulator's workspace is ``<workspace>/<job name>`` (``SimEnv``'s layout; a folder's name is its job
-    name), returned as ``result["workspace"]``; ``workspace`` is emptied first.
+    name), returned as ``result["workspace"]``; ``workspace`` is emptied first. ``expect``: the artefacts the run
+    must leave (keys of ``find_artifacts``, or paths relative to the server's run folder ``server/simulate_job``).
 
     Raises:
         SimulationError: a failed run, a timeout, a missing global model or cross-site results, or a Traceback in
@@ -237,9 +239,10 @@ def run_simulator(
     problems = [f"exceeded {timeout} s"] if progress.timed_out else []
     if failure:
         problems.append(failure)
-    for key in ("global_model", "cross_site"):
-        if not Path(res[key]).is_file():
-            problems.append(f"missing {res[key]}")
+    for key in expect:
+        path = Path(res[key]) if key in res else ws / "server" / "simulate_job" / key
+        if not path.is_file():
+            problems.append(f"missing {path}")
     bad = [str(p) for p in [log_path, *res["logs"]] if "Traceback" in Path(p).read_text(errors="replace")]
     if bad:
         problems.append(f"Traceback in {', '.join(bad)}")

@@ -37,9 +37,14 @@ SERVER_CLASSES = (
     "fedgin.flare.aggregator.CheckedAggregator",
     "fedgin.flare.model_selection.FedGINModelSelector",
     "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver",
+    # federated optimisers (fedgin.engine.methods): SCAFFOLD's controller and FedOpt's server step (its server
+    # optimiser and scheduler are plain values, config_type "dict", built by the generator, not by the job loader)
+    "nvflare.app_common.workflows.scatter_and_gather_scaffold.ScatterAndGatherScaffold",
+    "fedgin.flare.server_optim.FedOptGenerator",
 )
 CLIENT_CLASSES = (
     "fedgin.flare.executor.FedGINExecutor",
+    "fedgin.flare.stats.SiteStatistics",  # fedgin stats: the site's federated-statistics generator
     "fedgin.flare.privacy.PrivacyFilter",
     "fedgin.flare.audit.OutgoingAudit",
     "nvflare.app_common.widgets.streaming.AnalyticsSender",
@@ -78,9 +83,12 @@ def authorization_policy() -> dict[str, Any]:
 
 
 def job_component_paths(config: Any) -> set[str]:
-    """Every component ``path``/``class_path`` in a job config, nested ones included (what the site checks)."""
+    """Every component ``path``/``class_path`` in a job config, nested ones included (what the site checks); a
+    dict of ``config_type`` ``"dict"`` is a value NVFlare does not build (FedOpt's optimiser arguments)."""
     found: set[str] = set()
     if isinstance(config, dict):
+        if config.get("config_type") == "dict":
+            return found
         for key in ("path", "class_path"):
             if isinstance(config.get(key), str) and "." in config[key]:
                 found.add(config[key])

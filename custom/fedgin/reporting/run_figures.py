@@ -12,32 +12,57 @@ from fedgin.data.nifti import read_nifti_ras, voxel_spacing
 from fedgin.reporting.curves import read_scalars
 from fedgin.reporting.overlays import class_legend, draw_slice
 
-__all__ = ["site_dice_png", "cases_png", "SITE_DICE_TAG"]
+__all__ = ["site_dice_series", "site_dice_png", "cases_png", "SITE_DICE_TAG"]
 
 #: what every site's executor streams after validating the incoming global model (one value per round)
 SITE_DICE_TAG = "val_dice_global_model"
 
 
-def site_dice_png(tb_events: str | Path, output: str | Path, title: str = "") -> Path:
-    """One line per site (``tb_events/<site>/``): the validation Dice of the global model the site received, per
-    round (round r's value is the model after r rounds; round 1 = the first aggregate).
-
-    Raises:
-        FileNotFoundError: no site streamed ``val_dice_global_model``.
-    """
-    from fedgin.reporting.figures import dice_axis, pyplot, save_png
-
+def site_dice_series(workspace: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{site: (rounds from 0, values)} of ``val_dice_global_model`` in a simulator workspace: from the server's
+    TensorBoard events (``tracking`` tensorboard/both), else from its MLflow store (``tracking: mlflow``, one MLflow
+    run per site). Empty when neither holds it."""
+    ws = Path(workspace)
     series = {}
-    for site_dir in sorted(p for p in Path(tb_events).glob("*") if p.is_dir()):
+    for site_dir in sorted(p for p in (ws / "server" / "simulate_job" / "tb_events").glob("*") if p.is_dir()):
         scalars = read_scalars(site_dir)
         if SITE_DICE_TAG in scalars and len(scalars[SITE_DICE_TAG][0]):
             series[site_dir.name] = scalars[SITE_DICE_TAG]
+    if series:
+        return series
+    from fedgin.flare.simulate import mlflow_store
+
+    try:
+        uri = mlflow_store(ws)
+        from mlflow.tracking import MlflowClient
+    except (FileNotFoundError, ImportError):
+        return {}
+    client = MlflowClient(tracking_uri=uri)
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            job = run.data.tags.get("job_id", "")  # NVFlare names the run <site>-<job id[:6]>-<job>-...
+            site = run.info.run_name.split(f"-{job[:6]}")[0] if job else run.info.run_name
+            history = sorted(client.get_metric_history(run.info.run_id, SITE_DICE_TAG), key=lambda m: m.step)
+            if history:
+                series[site] = (np.array([m.step for m in history]), np.array([m.value for m in history]))
+    return dict(sorted(series.items()))
+
+
+def site_dice_png(series: dict[str, tuple[np.ndarray, np.ndarray]], output: str | Path, title: str = "") -> Path:
+    """One line per site of ``series`` (``site_dice_series``): the validation Dice of the global model the site
+    received, per round (round r's value is the model after r rounds; round 1 = the first aggregate).
+
+    Raises:
+        ValueError: no series.
+    """
+    from fedgin.reporting.figures import dice_axis, pyplot, save_png
+
     if not series:
-        raise FileNotFoundError(f"{tb_events}: no site streamed {SITE_DICE_TAG}")
+        raise ValueError(f"no site's {SITE_DICE_TAG} to draw")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for site, (steps, values) in series.items():
-        ax.plot(steps + 1, values, marker="o", ms=3, label=site)
+        ax.plot(np.asarray(steps) + 1, values, marker="o", ms=3, label=site)
     ax.set_xlabel("round")
     ax.set_ylabel("validation Dice (global model)")
     dice_axis(ax, title or "each site's validation Dice of the global model")
