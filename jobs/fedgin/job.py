@@ -15,15 +15,14 @@ Values are those of ``fedgin job`` (``fedgin.flare.recipe.JOB_DEFAULTS``); the r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from nvflare.recipe import ProdEnv, SimEnv  # strips --export/--export-dir from sys.argv; execute() reads them
+from nvflare.recipe import ProdEnv  # nvflare.recipe strips --export/--export-dir from sys.argv at import
 
 from fedgin.common.options import set_item, set_values
 from fedgin.flare.job import make_recipe, settable_variables, task_from_sites
-from fedgin.flare.simulate import simulator_policy, threads_per_process
+from fedgin.flare.simulate import run_in_simenv
 
 
 def main() -> int:
@@ -59,11 +58,7 @@ def main() -> int:
         result = run.get_result(timeout=a.timeout)
         print(f"job {run.get_job_id()}: {run.get_status()}; the server's result: {result}")
         return 0 if result else 1
-    workspace = Path(a.workspace).resolve()
-    simulator_policy(workspace / a.name)  # the fedgin classes' allow-list (SimEnv's default names none)
-    # parallel clients share the cores: without this each starts one thread per core and runs 10-30x slower
-    os.environ.setdefault("OMP_NUM_THREADS", threads_per_process(len(clients)))
-    run = recipe.execute(SimEnv(clients=clients, workspace_root=str(workspace)))
+    run = run_in_simenv(recipe, clients, a.workspace)  # fedgin's allow-list; the cores shared among the clients
     print(f"job {run.get_job_id()} finished; results under {run.get_result()}")
     return 0
 

@@ -11,13 +11,13 @@ folder for ``nvflare job submit`` (every participant runs its installed fedgin, 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
 from pathlib import Path
 
-from nvflare.recipe import SimEnv  # strips --export/--export-dir from sys.argv; recipe.execute() reads them
+importlib.import_module("nvflare.recipe")  # strips --export/--export-dir from sys.argv; execute() reads them
 
-from fedgin.flare.simulate import simulator_policy, threads_per_process
+from fedgin.flare.simulate import run_in_simenv
 from fedgin.flare.stats import stats_recipe
 
 
@@ -34,10 +34,7 @@ def main() -> int:
     clients = [c for c in a.clients.split(",") if c]
     root = str(Path(a.data_root).resolve()) if a.data_root else ""
     recipe = stats_recipe(clients, data_root=root, bins=a.bins, min_count=a.min_count, name=a.name)
-    workspace = Path(a.workspace).resolve()
-    simulator_policy(workspace / a.name)
-    os.environ.setdefault("OMP_NUM_THREADS", threads_per_process(len(clients)))
-    run = recipe.execute(SimEnv(clients=clients, workspace_root=str(workspace)))
+    run = run_in_simenv(recipe, clients, a.workspace)
     print(f"job {run.get_job_id()} finished; statistics under {run.get_result()}")
     return 0
 

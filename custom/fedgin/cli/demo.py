@@ -12,7 +12,8 @@ def add_demo_arguments(s: argparse.ArgumentParser) -> None:
                                        positive_int)
 
     s.add_argument("--workdir", default="runs/demo", help="work folder (default runs/demo)")
-    s.add_argument("--method", default="gin", choices=method_names(), metavar="METHOD", help="gin = FedGIN, none = plain FedAvg")
+    s.add_argument("--method", default="gin", choices=method_names(), metavar="METHOD",
+                   help="gin = FedGIN, none = plain FedAvg, gin+fedprox / +fedopt / +scaffold: another optimiser")
     s.add_argument("--rounds", type=positive_int, default=25, help="federated rounds (default 25; paper 100)")
     s.add_argument("--cases", type=bounded_int(3, 100000, " (train, validation and test need one each)"),
                    default=16, help="phantom cases per site (default 16)")

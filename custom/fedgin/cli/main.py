@@ -347,8 +347,9 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         values["methods"] = name_list(a.methods, "--methods")
     from fedgin.cli.demo import tracking_values
 
-    if tracking_values(a):
-        values["job"] = {**values.get("job", {}), **tracking_values(a)}
+    tracking = tracking_values(a)
+    if tracking:
+        values["job"] = {**values.get("job", {}), **tracking}
     if a.organs:
         if "organs" not in fields:
             raise ValueError(f"--organs: experiment {a.name} has fixed classes")
@@ -427,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="centralized (several datalists) or single-site training")
     s.add_argument("--data", nargs="+", required=True, help="datalist.json file(s); several are pooled")
-    s.add_argument("--method", default=None, choices=method_names(), metavar="METHOD", help="augmentation (default gin)")
+    s.add_argument("--method", default=None, choices=method_names(), metavar="METHOD",
+                   help="augmentation (default gin)")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--steps", type=positive_int, help="number of optimisation steps")
     g.add_argument("--epochs", type=positive_int, help="number of epochs over the pooled training slices")
@@ -554,8 +556,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_compare)
 
     from fedgin.experiments import EXPERIMENTS
-
-    from fedgin.cli.demo import add_tracking_arguments
 
     s = sub.add_parser("experiment", help="one of the paper's experiments end to end (phantoms by default)",
                        description="\n".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items()),

@@ -47,11 +47,6 @@ class ScaffoldControls:
         self.helper.init(model)
         self._round: tuple[dict, dict] | None = None
 
-    @property
-    def keys(self) -> list[str]:
-        """Names of the controlled weights: the network's trainable parameters."""
-        return [k for k, p in self.model.named_parameters() if p.requires_grad]
-
     def start_round(self, global_controls: dict[str, Any]) -> None:
         """Take the server's c ({name: array}, extra keys such as buffers ignored) for this round's steps."""
         self.helper.load_global_controls(global_controls)

@@ -55,6 +55,26 @@ def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1).to(torch.uint8)
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], strict: bool = True) -> None:
+    """Load numpy arrays or tensors into ``model`` (each cast to the model's dtype); shapes must match, and with
+    ``strict`` the keys too (without it, keys the model lacks are ignored)."""
+    state = model.state_dict()
+    if strict:
+        missing = sorted(set(state) - set(weights))
+        unexpected = sorted(set(weights) - set(state))
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    new = {}
+    for k, v in weights.items():
+        if k not in state:
+            continue
+        t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
+        if tuple(t.shape) != tuple(state[k].shape):
+            raise ValueError(f"weight {k}: shape {tuple(t.shape)} != model {tuple(state[k].shape)}")
+        new[k] = t.to(state[k].dtype)
+    model.load_state_dict(new, strict=strict)
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or Inf; the weights must not be used."""
 
@@ -148,21 +168,7 @@ class Engine:
 
     def set_weights(self, weights: dict[str, Any], strict: bool = True) -> None:
         """Load numpy arrays or tensors (e.g. the global model); shapes must match."""
-        state = self.model.state_dict()
-        if strict:
-            missing = sorted(set(state) - set(weights))
-            unexpected = sorted(set(weights) - set(state))
-            if missing or unexpected:
-                raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        new = {}
-        for k, v in weights.items():
-            if k not in state:
-                continue
-            t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
-            if tuple(t.shape) != tuple(state[k].shape):
-                raise ValueError(f"weight {k}: shape {tuple(t.shape)} != model {tuple(state[k].shape)}")
-            new[k] = t.to(state[k].dtype)
-        self.model.load_state_dict(new, strict=strict)
+        load_weights(self.model, weights, strict)
 
     def set_global_reference(self, weights: dict[str, Any]) -> None:
         """Keep a frozen copy of the model holding ``weights`` (the round's global model): FedProx's proximal
@@ -171,10 +177,7 @@ class Engine:
             import copy
 
             self.global_model = copy.deepcopy(self.model).requires_grad_(False)
-        current = self.global_model.state_dict()
-        self.global_model.load_state_dict({k: torch.as_tensor(np.asarray(v)).to(current[k].dtype)
-                                           if not isinstance(v, torch.Tensor) else v for k, v in weights.items()
-                                           if k in current}, strict=False)
+        load_weights(self.global_model, weights, strict=False)
 
     @property
     def lr(self) -> float:

@@ -29,9 +29,6 @@ from typing import Any, Sequence
 from fedgin.engine.methods import METHODS, get_method
 
 SETTINGS = ("single-ct", "single-mri", "centralized", "centralized-steps", "federated")
-#: registered methods run in the federated setting only (``Method.federation_only``: fedbn, fedda, dsbn-naive);
-#: every ``<method>+<optimiser>`` is federated only too
-FEDERATION_ONLY = {name for name, m in METHODS.items() if m.federation_only}
 #: report order of the default grid: the baseline, GIN, network-level, frequency-domain, random-convolution, FedDA,
 #: then GIN with the other federated optimisers (FedProx, FedOpt, SCAFFOLD; ``fedgin.engine.methods``)
 METHOD_ORDER = ("none", "gin", "gin-ipa", "dsbn", "dsbn-naive", "fedbn", "fmaug", "raffesdg", "prorandconv", "rc",

@@ -253,13 +253,6 @@ class FedGINExecutor(Executor):
             self.log_exception(fl_ctx, f"{task_name} failed: {type(e).__name__}: {e}")
             return make_reply(ReturnCode.EXECUTION_EXCEPTION)
 
-    @staticmethod
-    def _weights(shareable: Shareable) -> dict[str, Any]:
-        dxo = from_shareable(shareable)
-        if dxo.data_kind != DataKind.WEIGHTS:
-            raise ValueError(f"expected {DataKind.WEIGHTS}, got {dxo.data_kind}")
-        return dxo.data
-
     def _train_task(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         t_task = time.perf_counter()
         rnd = int(shareable.get_header(AppConstants.CURRENT_ROUND, 0) or 0)
@@ -303,7 +296,7 @@ class FedGINExecutor(Executor):
         owner = shareable.get_header(AppConstants.MODEL_OWNER, "?")
         local = self.site.engine.get_weights()  # keep the local model for a later submit_model
         try:
-            res = self.site.validate(self._weights(shareable))
+            res = self.site.validate(received_model(shareable)[0])
         finally:
             self.site.engine.set_weights(local)
         metrics = {"val_dice": res["mean_dice"]}

@@ -60,12 +60,10 @@ class FedOptGenerator(PTFedOptModelShareableGenerator):
     def shareable_to_learnable(self, shareable: Shareable, fl_ctx: FLContext) -> Learnable:
         base = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
         if base and self.model is not None:
-            weights = base[ModelLearnableKey.WEIGHTS]
-            state = self.model.state_dict()
-            with torch.no_grad():
-                for k, v in weights.items():
-                    if k in state:
-                        state[k].copy_(torch.as_tensor(np.asarray(v)).to(state[k].dtype))
+            from fedgin.engine.trainer import load_weights
+
+            load_weights(self.model, base[ModelLearnableKey.WEIGHTS], strict=False)  # in place: the optimiser's
+            # parameters stay the same tensors
         learnable = super().shareable_to_learnable(shareable, fl_ctx)
         if learnable:  # on the CPU NVFlare's arrays share memory with the stepped network: the next step would
             weights = learnable[ModelLearnableKey.WEIGHTS]  # change the saved global model in place

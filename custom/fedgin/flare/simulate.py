@@ -172,6 +172,18 @@ def simulator_policy(ws: Path) -> None:
     (local / "resources.json").write_text(json.dumps({"format_version": 2, "class_allow_list": classes}, indent=2))
 
 
+def run_in_simenv(recipe: Any, clients: list[str], workspace: str | Path) -> Any:
+    """``recipe.execute(SimEnv(...))`` as the ``jobs/*/job.py`` entries run it: fedgin's class allow-list in the
+    job's workspace (``simulator_policy``) and each parallel client its share of the cores (``OMP_NUM_THREADS``,
+    unless set: without it each starts one thread per core and runs 10-30x slower); returns NVFlare's ``Run``."""
+    from nvflare.recipe import SimEnv
+
+    workspace = Path(workspace).resolve()
+    simulator_policy(workspace / recipe.name)
+    os.environ.setdefault("OMP_NUM_THREADS", threads_per_process(len(clients)))
+    return recipe.execute(SimEnv(clients=list(clients), workspace_root=str(workspace)))
+
+
 def run_simulator(
     job: Any,
     workspace: str | Path,
