@@ -80,7 +80,7 @@ def toy_sites(tmp_path):
 
 
 #: tests that run longest (seconds on 2 cores), started first so that no worker is left running one at the end
-_FIRST = ("test_poc.py::test_poc_federation", "test_experiments.py::", "test_compare.py::test_compare_writes",
+_FIRST = ("test_multihost.py::test_production_rehearsal", "test_poc.py::test_poc_federation", "test_experiments.py::", "test_compare.py::test_compare_writes",
           "test_faults.py::", "test_simulator.py::")
 
 

@@ -591,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fedgin.cli.poc import add_poc_parser
 
     add_poc_parser(sub)
+
+    from fedgin.cli.production import add_production_parsers
+
+    add_production_parsers(sub)
     return p
 
 
@@ -609,6 +613,8 @@ LEFT_BEHIND = {
     "experiment": "finished runs are kept: re-run the same command to resume",
     "demo": "finished stages are kept: re-run the same command to resume",
     "poc": "a started POC system may still run: `fedgin poc stop`",
+    "rehearse": "its hosts (network namespaces) and every process on them were removed; --workdir keeps the kits",
+    "kit": "local/resources.json or local/fedgin_site.json is written whole or not at all",
 }
 
 

@@ -65,6 +65,10 @@ def job_values(values: dict[str, Any] | None = None, resume_from: str | Path | N
     if domains and not merged["domains"]:
         merged["domains"] = domains  # DSBN: one batch-norm branch per modality
     merged["num_classes"] = len(merged["classes"])
+    if merged["sites"] and (len(set(merged["sites"])) != len(merged["sites"]) or "server" in merged["sites"]
+                            or merged["min_clients"] > len(merged["sites"])):
+        raise ValueError(f"sites {merged['sites']}: distinct site names, not 'server', at least min_clients = "
+                         f"{merged['min_clients']} of them")
     if resume_from:
         merged.update(_resume_values(Path(resume_from), merged))
     return merged
@@ -130,12 +134,12 @@ def export_recipe(recipe, output: str | Path) -> Path:
 #: variable -> check_range arguments (types come from the defaults' values)
 _RANGES: dict[str, dict[str, Any]] = {
     "min_clients": {"low": 1}, "num_rounds": {"low": 1}, "num_classes": {"low": 1}, "local_epochs": {"low": 0},
-    "local_steps": {"low": 0}, "max_num_samples": {"low": 0}, "start_round": {"low": 0},
+    "local_steps": {"low": 0}, "max_num_samples": {"low": 0}, "start_round": {"low": 0}, "gpus_per_site": {"low": 0},
     "wait_time_after_min_received": {"low": 0}, "cse_submit_model_timeout": {"low": 0, "low_open": True},
     "cse_validation_timeout": {"low": 0, "low_open": True},
 }
 _KINDS = {"clip_percentiles": "optional_float_list", "spacing_mm": "float_list", "size_px": "int_list",
-          "classes": "str_list"}
+          "classes": "str_list", "sites": "str_list"}
 
 
 def train_job_values(train: dict[str, Any]) -> dict[str, Any]:

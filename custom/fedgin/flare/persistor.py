@@ -2,9 +2,11 @@
 
 NVFlare's ``PTFileModelPersistor`` writes ``FL_global_model.pt`` after every round (atomically: a temporary file
 then a rename, so a crash never leaves half a model) but not which round it is. ``RoundPersistor`` adds
-``{"fedgin_round": {"round": r, "job_id": ...}}`` (r counted from 0) to each saved file, and can start a job from
-such a file (``resume_from``), which is how a stopped or crashed federation resumes: ``fedgin job --resume-from
-FL_global_model.pt`` copies the file into the new job and sets ``start_round`` = r + 1.
+``{"fedgin_round": {"round": r, "job_id": ..., "history": [...]}}`` (r counted from 0) to each saved file, and can
+start a job from such a file (``resume_from``), which is how a stopped or crashed federation resumes: ``fedgin job
+--resume-from FL_global_model.pt`` copies the file into the new job and sets ``start_round`` = r + 1. ``history``
+lists every round that made the model, ``{"round", "job_id"}`` in order, carried over from the file a job resumed
+from, so the last file of a resumed run shows which job ran which round (and that none is missing).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class RoundPersistor(PTFileModelPersistor):
         super().__init__(model=model, **kwargs)
         self.resume_from = str(resume_from or "")
         self.meta = dict(meta or {})
+        self.history: list[dict[str, Any]] = []
         keep_job_args(self, model=model, resume_from=self.resume_from, meta=self.meta)
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
@@ -75,14 +78,20 @@ class RoundPersistor(PTFileModelPersistor):
             self.log_info(fl_ctx, f"resuming from {path}: global model after round {record['round'] + 1} of job "
                                   f"{record.get('job_id', '?')}")
             self.source_ckpt_file_full_name = str(path)
+            last = int(record["round"])  # a file from before history was recorded: earlier jobs unknown (None)
+            self.history = list(record.get("history") or [{"round": r, "job_id": None} for r in range(last)]
+                                + [{"round": last, "job_id": record.get("job_id")}])
         return super().load_model(fl_ctx)
 
     def save_model(self, ml: ModelLearnable, fl_ctx: FLContext) -> None:
         manager = self._get_persistence_manager(fl_ctx)
         manager.update(ml)
         rnd = fl_ctx.get_prop(AppConstants.CURRENT_ROUND)
-        manager.other_props[ROUND_KEY] = {"round": int(rnd) if rnd is not None else -1,
-                                          "job_id": str(fl_ctx.get_job_id())}
+        rnd = int(rnd) if rnd is not None else -1
+        job_id = str(fl_ctx.get_job_id())
+        if rnd >= 0 and not (self.history and self.history[-1]["round"] == rnd):
+            self.history.append({"round": rnd, "job_id": job_id})
+        manager.other_props[ROUND_KEY] = {"round": rnd, "job_id": job_id, "history": list(self.history)}
         if self.meta and hasattr(self.model, "model_config"):
             from fedgin.engine.checkpoint import MODEL_FORMAT
 

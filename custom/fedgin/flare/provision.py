@@ -66,6 +66,7 @@ class FedGINKitBuilder(Builder):
         for client in project.get_clients():
             local = Path(ctx.get_local_dir(client))
             self._apply_policy(local, "client")
+            self._resource_manager(local)
             self._log_streaming(local, client.get_prop("allow_log_streaming"))
             data_dir = f"{self.data_root}/{client.name}"
             sample = {"datalist": f"{data_dir}/datalist.json"}
@@ -73,6 +74,18 @@ class FedGINKitBuilder(Builder):
             (local / SITE_README).write_text(_README.format(
                 site=client.name, org=client.org, project=project.name, version=fedgin.__version__,
                 data_dir=data_dir, sample=SITE_CONFIG_SAMPLE))
+
+    @staticmethod
+    def _resource_manager(local: Path) -> None:
+        """The site's GPU manager says why it refuses a job (``fedgin.flare.resources.SiteGPUResourceManager``)."""
+        from fedgin.flare.kit_setup import GPU_MANAGER, SITE_GPU_MANAGER
+
+        path = local / ProvFileName.RESOURCES_JSON_DEFAULT
+        resources = json.loads(path.read_text())
+        for c in resources.get("components", []):
+            if c.get("id") == "resource_manager" and c.get("path") == GPU_MANAGER:
+                c["path"] = SITE_GPU_MANAGER
+        path.write_text(json.dumps(resources, indent=2) + "\n")
 
     @staticmethod
     def _log_streaming(local: Path, allowed) -> None:

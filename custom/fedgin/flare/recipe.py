@@ -34,7 +34,8 @@ __all__ = ["JOB_DEFAULTS", "FedGINRecipe", "TASKS", "MODEL_KEYS", "TRACKING", "T
 #: every job value with its default (``fedgin job --set KEY=JSON`` sets any of them)
 JOB_DEFAULTS: dict[str, Any] = {
     # federation
-    "min_clients": 2, "num_rounds": 20, "start_round": 0, "resume_from": "", "wait_time_after_min_received": 0,
+    # sites: the job's deploy map ([] = every connected site); a site not named never receives the job
+    "sites": [], "min_clients": 2, "num_rounds": 20, "start_round": 0, "resume_from": "", "wait_time_after_min_received": 0,
     "max_num_samples": 0, "share_local_models": True, "cse_submit_model_timeout": 600,
     "cse_validation_timeout": 6000, "heldout_datalist": "", "heldout_split": "validation",
     "privacy": {"filter": "none"}, "tracking": "tensorboard", "tracking_uri": "",
@@ -52,8 +53,9 @@ JOB_DEFAULTS: dict[str, Any] = {
     "batch_size": 8, "lr": 0.0005, "seed": 0, "amp": True, "channels_last": True, "weight_decay": 0.0001,
     "plateau_factor": 0.5, "plateau_patience": 3, "min_lr": 1e-05, "lambda_dice": 0.5, "lambda_focal": 0.5,
     "focal_gamma": 2.0, "consistency_weight": 10.0, "sampler": "uniform", "eval_batch_size": 32, "fedprox_mu": 0.01,
-    # where the sites run
-    "data_root": "", "device": "auto",
+    # where the sites run; gpus_per_site > 0: the job's resource_spec asks every site for that many GPUs, and
+    # NVFlare schedules it only where the site's resource manager offers them (fedgin kit setup --gpus)
+    "data_root": "", "device": "auto", "gpus_per_site": 0,
 }
 
 TASKS = ["train", "submit_model", "validate"]
@@ -100,7 +102,10 @@ class FedGINRecipe(Recipe):
         v = copy.deepcopy(dict(values))
         self.values = v
         optimizer = get_method(v["method"]).optimizer
-        job = FedJob(name=name, min_clients=v["min_clients"])
+        deploy = {"deploy_map": {"app": ["server", *v["sites"]]}} if v["sites"] else None
+        job = FedJob(name=name, min_clients=v["min_clients"], meta_props=deploy)
+        if v["gpus_per_site"]:  # NVFlare 2.9's portable block: the same request for every site
+            job.job.add_resource_spec("@default", {"num_of_gpus": int(v["gpus_per_site"])})
         job.set_app_packages(["fedgin"])  # no copy of fedgin's source: build_job(code="job") adds the whole package
         model = SegUNet(num_classes=v["num_classes"], **{k: v[k] for k in MODEL_KEYS})
         meta = {k: v[k] for k in ("classes", "size_px", "spacing_mm", "clip_percentiles")}

@@ -62,7 +62,9 @@ def allow_list(role: str) -> list[str]:
 
 
 def authorization_policy() -> dict[str, Any]:
-    """NVFlare's default role policy with ``byoc`` denied to every role (``project_admin`` spelled out)."""
+    """NVFlare's default role policy with ``byoc`` denied to every role (``project_admin`` spelled out) and the
+    sites' operation (``operate``, ``shell_commands``) reserved for their ``org_admin`` (NVFlare's default gives
+    it to a ``lead`` too)."""
     return {
         "format_version": "1.0",
         "permissions": {
@@ -72,9 +74,10 @@ def authorization_policy() -> dict[str, Any]:
                 "download_job": "o:submitter", "view": "any", "operate": "o:site", "shell_commands": "o:site",
                 "byoc": "none", "server-predeployed-flwr": "none",
             },
+            # a researcher runs jobs; operating a hospital's site (restart, shutdown, its files) is its IT's
             "lead": {
                 "submit_job": "any", "clone_job": "n:submitter", "manage_job": "n:submitter",
-                "download_job": "n:submitter", "view": "any", "operate": "o:site", "shell_commands": "o:site",
+                "download_job": "n:submitter", "view": "any", "operate": "none", "shell_commands": "none",
                 "byoc": "none", "server-predeployed-flwr": "none",
             },
             "member": {"view": "any"},
