@@ -223,6 +223,13 @@ def test_authorization_denies_byoc_to_every_role(provisioned, project):
         for lead in (a for a in admins if a["role"] == "lead"):  # the policy is not simply "deny all"
             person = Person(lead["name"], lead["org"], lead["role"])
             assert authorizer.authorize(AuthzContext(right="submit_job", user=person, submitter=person))[0]
+            for right in ("operate", "shell_commands"):  # operating a site is its IT's (org_admin) work
+                assert not authorizer.authorize(AuthzContext(right=right, user=person, submitter=person))[0]
+        if p["type"] == "client":
+            for it in (a for a in admins if a["role"] == "org_admin"):
+                person = Person(it["name"], it["org"], it["role"])
+                own = authorizer.authorize(AuthzContext(right="operate", user=person, submitter=person))[0]
+                assert own is (it["org"] == p["org"]), (p["name"], it["name"])
 
 
 def test_client_kits_carry_site_config_sample_and_instructions(provisioned, project):

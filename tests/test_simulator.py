@@ -121,6 +121,10 @@ def test_a_stopped_run_resumes_from_its_persisted_global_model(federation, tmp_p
     assert "resuming from" in log and "Round 2 started." in log and "Round 2 finished." in log
     assert "Round 0 started." not in log and "Round 1 started." not in log
     assert read_round(second["global_model"])["round"] == 2
+    history = [h["round"] for h in read_round(second["global_model"])["history"]]
+    jobs = [h["job_id"] for h in read_round(second["global_model"])["history"]]
+    assert history == [0, 1, 2]  # every round that made the model, the first run's carried over
+    assert jobs[:2] == [read_round(first["global_model"])["job_id"]] * 2  # (the simulator names every job alike)
     site_log = (ws / "site-ct" / "log.txt").read_text()
     assert "round 3/3" in site_log and "round 2/3" not in site_log
     # it started from the saved weights, not from a fresh model: the first model site-ct validates in the resumed
