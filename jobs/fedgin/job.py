@@ -39,6 +39,8 @@ def main() -> int:
     p.add_argument("--workspace", default="workspace/simenv", help="SimEnv workspace root (default %(default)s)")
     p.add_argument("--code", choices=("job", "site"), default="job",
                    help="job: fedgin's code travels in the job; site: every participant runs its installed fedgin")
+    p.add_argument("--resume-from", help="the last FL_global_model.pt of a stopped or crashed run: this job starts at "
+                                          "the round after the one it records (num_rounds = the total)")
     p.add_argument("--set", action="append", default=[], type=set_item, metavar="KEY=JSON", help="any job value")
     a = p.parse_args()
     values = set_values(a.set, settable_variables())
@@ -50,7 +52,9 @@ def main() -> int:
     elif not a.startup_kit:
         p.error("--data-root is needed to run in SimEnv")
     values.setdefault("min_clients", len(clients))
-    recipe = make_recipe(values, name=a.name, code=a.code)
+    if a.startup_kit:  # production: the job names its sites, so a connected site it does not name never gets it
+        values.setdefault("sites", clients)
+    recipe = make_recipe(values, name=a.name, code=a.code, resume_from=a.resume_from)
     if a.startup_kit:
         kit = Path(a.startup_kit).resolve()
         run = recipe.execute(ProdEnv(startup_kit_location=str(kit), username=kit.name))
