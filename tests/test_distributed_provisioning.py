@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -62,8 +61,8 @@ def test_each_private_key_stays_on_its_own_machine(kits):
         startup = kit / "startup"
         own = startup / ("server.key" if name.startswith("fedgin.") else "client.key")
         crt = x509.load_pem_x509_certificate((own.with_suffix(".crt")).read_bytes())
-        assert crt.public_key().public_bytes(serialization.Encoding.DER,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo) == _public(own.read_bytes())
+        spki = crt.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert spki == _public(own.read_bytes())
         assert crt.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
         root_ca = x509.load_pem_x509_certificate((startup / "rootCA.pem").read_bytes())
         crt.verify_directly_issued_by(root_ca)
@@ -110,7 +109,8 @@ def test_kit_setup_of_a_site_and_the_server(kits, tmp_path):
     written = setup_server_storage(server)
     res = json.loads(written.read_text())
     assert res["snapshot_persistor"]["args"]["storage"]["args"]["root_dir"] == str(server / "snapshot-storage")
-    assert [c["args"]["uri_root"] for c in res["components"] if c["id"] == "job_manager"] == [str(server / "jobs-storage")]
+    managers = [c["args"]["uri_root"] for c in res["components"] if c["id"] == "job_manager"]
+    assert managers == [str(server / "jobs-storage")]
     assert res["class_allow_list"] == json.loads((server / "local" / "resources.json.default").read_text())[
         "class_allow_list"]
     with pytest.raises(KitError, match="this machine has"):

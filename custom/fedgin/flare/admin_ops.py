@@ -6,7 +6,8 @@ caller can assert on it. ``python -m fedgin.flare.admin_ops <kit> <ops.json>`` d
 as JSON (how the multi-host rehearsal runs a person's steps inside that person's network namespace).
 
 Operations (``{"op": name, ...arguments}``): ``status`` (connected clients), ``submit`` (``folder``), ``recipe``
-(``values``, ``name``, optional ``resume_from``: a FedGIN job without code through ``ProdEnv``), ``wait`` (``job_id``, ``timeout``), ``meta``,
+(``values``, ``name``, optional ``resume_from``: a FedGIN job without code through ``ProdEnv``), ``wait``
+(``job_id``, ``timeout``), ``meta``,
 ``abort``, ``delete``, ``download`` (``job_id``, ``to``), ``list``, ``command`` (``text``: any admin command, e.g.
 ``restart client site-ct``), ``shell`` (``target``: ``ls`` on a site), ``submit_tampered`` (``folder``, ``file``,
 ``old``, ``new``: the folder changed after signing).

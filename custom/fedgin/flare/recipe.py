@@ -35,7 +35,8 @@ __all__ = ["JOB_DEFAULTS", "FedGINRecipe", "TASKS", "MODEL_KEYS", "TRACKING", "T
 JOB_DEFAULTS: dict[str, Any] = {
     # federation
     # sites: the job's deploy map ([] = every connected site); a site not named never receives the job
-    "sites": [], "min_clients": 2, "num_rounds": 20, "start_round": 0, "resume_from": "", "wait_time_after_min_received": 0,
+    "sites": [], "min_clients": 2, "num_rounds": 20, "start_round": 0, "resume_from": "",
+    "wait_time_after_min_received": 0,
     "max_num_samples": 0, "share_local_models": True, "cse_submit_model_timeout": 600,
     "cse_validation_timeout": 6000, "heldout_datalist": "", "heldout_split": "validation",
     "privacy": {"filter": "none"}, "tracking": "tensorboard", "tracking_uri": "",

@@ -276,7 +276,7 @@ def rehearse(root: str | Path, datalists: dict[str, str | Path], project_file: s
         _timed(steps, echo, "attack: job altered after signing", lambda: _tampered(rh, lead_a, values))
         gpu = _timed(steps, echo, "resources: a job asking for a GPU", lambda: _gpu_job(rh, lead_b, values))
         if gpu.ok:
-            _timed(steps, echo, "attack: another organisation's job", lambda: _cross_org(rh, gpu.detail, lead_b))
+            _timed(steps, echo, "attack: another organisation's job", lambda: _cross_org(rh, gpu.evidence[0], lead_b))
         _timed(steps, echo, "attack: lead doing an org admin's work", lambda: _lead_operates(rh))
         if job.ok:
             _timed(steps, echo, "fault: server killed mid-job, resumed", lambda: _server_restart(rh, lead_a, values))
@@ -467,7 +467,9 @@ def _gpu_job(r: Rehearsal, lead: str, values: dict) -> Step:
     server = _lines(r.server_log(), rf"schedule job {job_id}")
     ok = meta.get("status") == "SUBMITTED" and all(sites.values()) and not any(
         (r.kits[s] / job_id).exists() for s in r.sites)
-    return Step("", ok, job_id, evidence=[f"{s}: {v[0]}" for s, v in sites.items() if v] + server[:1])
+    return Step("", ok, f"job {job_id} stays {meta.get('status')}; sites that said why they refuse it: "
+                        f"{sorted(s for s, v in sites.items() if v)}",
+                evidence=[job_id] + [f"{s}: {v[0]}" for s, v in sites.items() if v] + server[:1])
 
 
 def _cross_org(r: Rehearsal, job_id: str, owner: str) -> Step:
