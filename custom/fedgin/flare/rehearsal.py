@@ -149,6 +149,8 @@ class Rehearsal:
     def preflight(self, who: str) -> subprocess.CompletedProcess:
         """``nvflare preflight-check -p <kit>`` on ``who``'s host (a site or admin needs the server up)."""
         cmd = [sys.executable, "-m", "nvflare.cli", "preflight-check", "-p", str(self.kits[who])]
+        if os.geteuid() == 0:  # its dry run must start within NVFlare's fixed 5 s: ahead of other work on the CPU
+            cmd = ["nice", "-n", "-10", *cmd]
         return self.net.run(self.hosts[who], cmd, env=self.env(who), cwd=self.machine(who), capture_output=True,
                             text=True, timeout=180)
 
@@ -261,8 +263,14 @@ def rehearse(root: str | Path, datalists: dict[str, str | Path], project_file: s
     _timed(steps, echo, "distributed provisioning", lambda: Step("", True, f"{len(rh.provision())} kits, keys made "
                                                               "in each machine's own folder"))
     with rh:
-        _timed(steps, echo, "server: preflight and start", lambda: _start_server(rh))
-        _timed(steps, echo, "sites: preflight and start", lambda: _start_sites(rh))
+        up = _timed(steps, echo, "server: preflight and start", lambda: _start_server(rh))
+        if up.ok:
+            up = _timed(steps, echo, "sites: preflight and start", lambda: _start_sites(rh))
+        if not up.ok:  # nothing else can run: stop here rather than wait out every later step's timeout
+            left = rh.net.leftovers
+            rh.net.close()
+            steps.append(Step("clean-up", not any(left().values()), f"left behind: {left()}"))
+            return steps
         lead_a, lead_b = rh.lead(0), rh.lead(1)
         values = {**values, "sites": rh.sites}  # the deploy map: a site the job does not name never gets it
         _timed(steps, echo, "site-x (not in the project, this CA's certificate) connects",
@@ -298,10 +306,16 @@ def _start_server(r: Rehearsal) -> Step:
 def _start_sites(r: Rehearsal) -> Step:
     evidence = []
     for who in r.sites + list(r.people):
-        pre = r.preflight(who)
+        for attempt in range(1, 4):  # NVFlare's dry run gets a fixed 5 s to start, which a busy machine can miss
+            pre = r.preflight(who)
+            if pre.returncode == 0 or "Check server available | PASSED" not in pre.stdout.replace("  ", " "):
+                break
+            time.sleep(5)
         if pre.returncode != 0:
-            return Step("", False, f"{who}: preflight-check failed: {(pre.stdout + pre.stderr)[-1500:]}")
-        evidence.append(f"{who}: preflight passed")
+            return Step("", False, f"{who}: preflight-check failed ({attempt} tries): "
+                                   f"{(pre.stdout + pre.stderr)[-1500:]}")
+        evidence.append(f"{who}: preflight passed" + (f" (try {attempt}: the dry run missed its 5 s before)"
+                                                      if attempt > 1 else ""))
     time.sleep(2)
     for site in r.sites:
         r.start(site)
