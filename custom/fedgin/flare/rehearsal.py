@@ -90,7 +90,6 @@ class Rehearsal:
                       **{n: f"adm{i}" for i, n in enumerate(self.people)},
                       "rogue": "rogue", "twin": "twin", "stranger": "stranger"}
         self.net: Hosts | None = None
-        self.t0 = time.monotonic()
 
     # ---- provisioning -------------------------------------------------------------------------------------------
     def provision(self) -> dict[str, Path]:
@@ -408,9 +407,10 @@ def _job_folder(r: Rehearsal, who: str, values: dict, name: str, code: str = "si
     return build_job(folder, values, name=name, code=code)
 
 
-def _final(r: Rehearsal, lead: str, job_id: str, timeout: float = 300) -> tuple[str, dict]:
-    a = r.admin(lead, [{"op": "wait", "job_id": job_id, "timeout": timeout}, {"op": "meta", "job_id": job_id}])
-    return a[0].get("result", a[0].get("error")), a[1].get("result") or {}
+def _final(r: Rehearsal, lead: str, job_id: str, timeout: float = 300) -> str:
+    """The job's final status (``FINISHED:...``), or ``TIMEOUT:<status>`` / the error of asking."""
+    a = r.one(lead, {"op": "wait", "job_id": job_id, "timeout": timeout})
+    return a.get("result", a.get("error"))
 
 
 def _nothing_ran(r: Rehearsal, job_id: str) -> list[str]:
@@ -425,7 +425,7 @@ def _byoc(r: Rehearsal, lead: str, values: dict) -> Step:
     if not a["ok"]:
         return Step("", True, f"refused at submit: {a['error']}", evidence=[a["error"]], refused=True)
     job_id = a["result"]
-    status, meta = _final(r, lead, job_id)
+    status = _final(r, lead, job_id)
     evidence = _lines(r.server_log(), rf"BYOC not permitted|{job_id}.*(Failed to deploy|FAILED)")
     ran = _nothing_ran(r, job_id)
     refused = status != "FINISHED:COMPLETED" and not ran and any("BYOC" in e for e in evidence)
@@ -443,7 +443,7 @@ def _not_allowed(r: Rehearsal, lead: str, values: dict) -> Step:
     if not a["ok"]:
         return Step("", True, f"refused at submit: {a['error']}", evidence=[a["error"]], refused=True)
     job_id = a["result"]
-    status, _ = _final(r, lead, job_id)
+    status = _final(r, lead, job_id)
     evidence = []
     for s in r.sites:
         evidence += [f"{s}: {e}" for e in _lines(r.site_log(s, job_id), r"is not in allow_list")][:1]
@@ -461,7 +461,7 @@ def _tampered(r: Rehearsal, lead: str, values: dict) -> Step:
     if not a["ok"]:
         return Step("", True, f"refused at submit: {a['error']}", evidence=[a["error"]], refused=True)
     job_id = a["result"]
-    status, _ = _final(r, lead, job_id)
+    status = _final(r, lead, job_id)
     evidence = _lines(r.server_log(), r"signature verification|UNSIGNED_JOB")
     ran = _nothing_ran(r, job_id) + [s for s in r.sites if (r.kits[s] / job_id).exists()]
     refused = status != "FINISHED:COMPLETED" and not ran and bool(evidence)
@@ -504,7 +504,7 @@ def _cross_org(r: Rehearsal, job_id: str, owner: str) -> Step:
                                                 any((r.machine(p) / "stolen").iterdir()) for p in others)
     own_admin = r.org_admin(owner_org)
     abort = r.one(own_admin, {"op": "abort", "job_id": job_id})
-    status, _ = _final(r, owner, job_id, timeout=60)
+    status = _final(r, owner, job_id, timeout=60)
     delete = r.one(owner, {"op": "delete", "job_id": job_id})
     evidence += [f"{own_admin} abort: {'allowed' if abort['ok'] else abort['error']} -> {status}",
                  f"{owner} delete: {'allowed' if delete['ok'] else delete['error']}"]
